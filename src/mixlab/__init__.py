@@ -1,0 +1,43 @@
+"""mixlab: sample-mixing data augmentation (the mixup family) for PyTorch.
+
+>>> import mixlab
+>>> mixer = mixlab.create("mixup", alpha=1.0, num_classes=10)
+>>> x_mix, y_mix = mixer(x, y)          # input-space mixers
+>>> loss = method.training_loss(model, x, targets)   # any method, on a staged model
+"""
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from .registry import DATASETS, METHODS, MODELS
+from . import methods as _methods  # noqa: F401  (registers methods)
+from . import models as _models  # noqa: F401  (registers models)
+from . import data as _data  # noqa: F401  (registers datasets)
+from .methods.base import Method, InputMixer, soft_cross_entropy, multilabel_bce
+
+
+def create(name: str, **kwargs):
+    """Build a registered method, e.g. ``mixlab.create("cutmix", alpha=1.0, num_classes=10)``."""
+    return METHODS.create(name, **kwargs)
+
+
+def list_methods() -> list[str]:
+    """Names of every registered method."""
+    return METHODS.names()
+
+
+def create_model(name: str, **kwargs):
+    """Build a registered staged model, e.g. ``mixlab.create_model("preactresnet18", num_classes=10)``."""
+    return MODELS.create(name, **kwargs)
+
+
+def list_models() -> list[str]:
+    return MODELS.names()
+
+
+def list_datasets() -> list[str]:
+    return DATASETS.names()
+
+
+__all__ = ["create", "list_methods", "create_model", "list_models", "list_datasets", "Method", "InputMixer",
+           "soft_cross_entropy", "multilabel_bce", "METHODS", "MODELS", "DATASETS", "__version__"]

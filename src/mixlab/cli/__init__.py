@@ -1,0 +1,42 @@
+"""The ``mixlab`` command. Each sub-command lives in its own module with ``add_parser(subparsers)``."""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+#: one line per sub-command module
+COMMANDS = (
+    "mixlab.cli.train",
+    "mixlab.cli.bench",
+    "mixlab.cli.report",
+    "mixlab.cli.show",
+    "mixlab.cli.methods",
+    "mixlab.cli.data",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mixlab", description="Sample-mixing data augmentation: train, compare, "
+                                     "reproduce.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in COMMANDS:
+        importlib.import_module(name).add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args) or 0
+    except (KeyError, ValueError, TypeError, RuntimeError, FileNotFoundError) as error:
+        if getattr(args, "debug", False):
+            raise
+        message = error.args[0] if isinstance(error, KeyError) and error.args else error
+        print(f"mixlab {args.command}: error: {message}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,84 @@
+"""``mixlab bench``: a protocol for several methods and seeds; resumable (finished runs are skipped)."""
+from __future__ import annotations
+
+import time
+
+from .common import add_common, apply_threads, print_json
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("bench", help="run a named protocol for several methods and trials, print the comparison")
+    p.add_argument("--protocol", required=False, default=None, help="protocol name (--list to see them)")
+    p.add_argument("--list", action="store_true", help="list the protocols and exit")
+    p.add_argument("--methods", default=None, help="comma-separated methods (default: the protocol's)")
+    p.add_argument("--trials", type=int, default=None, help="seeds 0..T-1 (default: the protocol's)")
+    p.add_argument("--epochs", type=int, default=None, help="override the protocol's epochs")
+    p.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+    p.add_argument("--no-progress", action="store_true")
+    add_common(p)
+    p.set_defaults(func=run)
+
+
+def format_table(rows: list[dict], baseline: str | None = "erm") -> str:
+    base = next((r for r in rows if r["method"] == baseline), None)
+    lines = [f"{'method':<22}{'error % (mean +- std)':>24}{'trials':>8}{'vs ' + (baseline or ''):>10}{'s/trial':>9}"]
+    for r in rows:
+        delta = f"{r['mean_error'] - base['mean_error']:+.2f}" if base else ""
+        lines.append(f"{r['method']:<22}{r['mean_error']:>14.2f} +- {r['std_error']:<6.2f}{r['trials']:>8}"
+                     f"{delta:>10}{r['train_seconds']:>9.1f}")
+    return "\n".join(lines)
+
+
+def run_protocol(protocol, methods, trials, out, data_dir=None, device="cpu", progress=None, overrides=None,
+                 log=print) -> list[dict]:
+    """Train every (method, seed) of a protocol not yet in the store; return the summary rows."""
+    from ..results import ResultsStore, summarize
+    from ..train import Trainer
+
+    store = ResultsStore(out)
+    run_ids = []
+    for method in methods:
+        for seed in range(trials):
+            config = protocol.train_config(method, seed, device=device, **(overrides or {}))
+            trainer = Trainer(config, out=out, data_dir=data_dir, progress=progress)
+            run_ids.append(trainer.run_id)
+            if store.has_run(trainer.run_id):
+                log(f"  {method} seed {seed}: done already ({trainer.run_id})")
+                continue
+            result = trainer.run(resume=True)
+            log(f"  {method} seed {seed}: test error {result['test_error']:.2f}% "
+                f"({result['train_seconds']:.1f} s)")
+    runs = [store.get_run(r) for r in run_ids]
+    return summarize(runs, keys=("method",))
+
+
+def run(args) -> int:
+    from ..protocols import PROTOCOLS, get_protocol
+    from ..registry import METHODS
+
+    if args.list or not args.protocol:
+        for name in sorted(PROTOCOLS):
+            p = PROTOCOLS[name]
+            print(f"{name:<28} {p.description}" + (f"  [scaled: {p.scaling}]" if p.scaling else ""))
+        return 0 if args.list else 2
+    apply_threads(args)
+    protocol = get_protocol(args.protocol)
+    methods = [m.strip() for m in args.methods.split(",")] if args.methods else list(protocol.methods)
+    for m in methods:
+        METHODS.canonical(m)
+    trials = args.trials or protocol.trials
+    overrides = {"epochs": args.epochs} if args.epochs else {}
+    print(f"protocol {protocol.name}: {protocol.description}")
+    if protocol.scaling:
+        print(f"scaled: {protocol.scaling}")
+    t0 = time.perf_counter()
+    rows = run_protocol(protocol, methods, trials, args.out, args.data_dir, args.device,
+                        False if args.no_progress else None, overrides)
+    wall = time.perf_counter() - t0
+    print(format_table(rows))
+    print(f"wall time {wall:.1f} s; results in {args.out}/results.db")
+    if args.json:
+        print_json({"protocol": protocol.name, "trials": trials, "wall_seconds": wall,
+                    "methods": {r["method"]: {k: r[k] for k in ("mean_error", "std_error", "errors", "trials",
+                                                                "seeds")} for r in rows}})
+    return 0

@@ -1,0 +1,33 @@
+"""``mixlab report``: mean +- std over seeds, per protocol / dataset / model / method."""
+from __future__ import annotations
+
+from .common import print_json
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("report", help="summarise the results store")
+    p.add_argument("--out", default="mixlab-out", help="output folder holding results.db")
+    p.add_argument("--protocol", default=None)
+    p.add_argument("--dataset", default=None)
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from pathlib import Path
+
+    from ..results import ResultsStore, summarize
+
+    if not (Path(args.out) / "results.db").exists():
+        raise FileNotFoundError(f"no results.db in {args.out}; run mixlab train or bench with --out {args.out}")
+    where = {k: v for k, v in (("protocol", args.protocol), ("dataset", args.dataset)) if v}
+    rows = summarize(ResultsStore(args.out).runs(**where))
+    if args.json:
+        print_json(rows)
+        return 0
+    header = f"{'protocol':<26}{'dataset':<15}{'model':<16}{'method':<20}{'error % (mean +- std)':>24}{'n':>4}"
+    print(header)
+    for r in rows:
+        print(f"{str(r['protocol']):<26}{r['dataset']:<15}{r['model']:<16}{r['method']:<20}"
+              f"{r['mean_error']:>14.2f} +- {r['std_error']:<6.2f}{r['trials']:>4}")
+    return 0

@@ -1,0 +1,202 @@
+"""The contract every mixing method in mixlab follows.
+
+Lambda convention (all methods): ``lam`` weighs the batch as given and ``1 - lam`` its partner ``x[index]``;
+mixed targets are ``lam * t + (1 - lam) * t[index]``. ``lam`` is a 0-d tensor (one value per batch) or a
+``(B,)`` tensor (one per sample); both broadcast through :func:`interpolate`.
+
+Two kinds of method share one base class, :class:`Method` (an ``nn.Module``, so extra networks and RNG state
+travel with ``state_dict``):
+
+* :class:`InputMixer`: ``x_mix, y_mix = mixer(x, y)``. ``x`` is ``(B, ...)`` float, ``y`` integer labels
+  ``(B,)`` (needs ``num_classes``) or soft / multi-hot targets ``(B, C)``. Returns new tensors; the inputs are
+  never modified. Parameters are drawn from the mixer's own ``torch.Generator`` (CPU), never global RNG.
+* Feature-space and learned methods override :meth:`Method.training_loss`, which gets the staged model
+  (:class:`mixlab.models.StagedNet`) and may run its stages one by one.
+
+The engine only ever calls ``method.training_loss(model, x, targets, loss_fn)``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+LossFn = Callable[..., Tensor]
+
+
+# ----------------------------------------------------------------------------------------------- helpers
+def soft_cross_entropy(logits: Tensor, targets: Tensor, reduction: str = "mean") -> Tensor:
+    """Cross-entropy against soft targets ``(B, C)``: ``-sum_c t_c log softmax(z)_c``."""
+    loss = -(targets * F.log_softmax(logits.float(), dim=-1)).sum(-1)
+    return loss.mean() if reduction == "mean" else loss
+
+
+def multilabel_bce(logits: Tensor, targets: Tensor, reduction: str = "mean") -> Tensor:
+    """Sigmoid cross-entropy summed over labels (one-vs-rest), for multi-hot or mixed multi-hot targets."""
+    loss = F.binary_cross_entropy_with_logits(logits.float(), targets.float(), reduction="none").sum(-1)
+    return loss.mean() if reduction == "mean" else loss
+
+
+def check_alpha(alpha: float, name: str = "alpha") -> float:
+    alpha = float(alpha)
+    if not alpha > 0:
+        raise ValueError(f"{name} must be > 0 (the Beta/Dirichlet concentration), got {alpha}")
+    return alpha
+
+
+def check_batch(x: Tensor, y: Tensor, min_batch: int = 2, check_values: bool = True) -> None:
+    """Raise a clear error for inputs no mixer can use."""
+    if not isinstance(x, Tensor) or not isinstance(y, Tensor):
+        raise TypeError(f"expected tensors x and y, got {type(x).__name__} and {type(y).__name__}")
+    if x.dim() < 2:
+        raise ValueError(f"x must be batched, shape (B, ...); got shape {tuple(x.shape)}")
+    if not x.is_floating_point():
+        raise TypeError(f"x must be a floating-point tensor, got {x.dtype}; convert images with x.float() / 255")
+    if y.shape[0] != x.shape[0]:
+        raise ValueError(f"x and y disagree on the batch size: {x.shape[0]} vs {y.shape[0]}")
+    if x.shape[0] < min_batch:
+        raise ValueError(f"a batch of {x.shape[0]} is too small to mix: need at least {min_batch} samples")
+    if check_values and not bool(torch.isfinite(x).all()):
+        raise ValueError("x contains NaN or infinite values")
+
+
+def as_targets(y: Tensor, num_classes: int | None, dtype: torch.dtype, check_values: bool = True) -> Tensor:
+    """Integer labels ``(B,)`` -> one-hot ``(B, C)``; soft / multi-hot ``(B, C)`` passed through (as ``dtype``)."""
+    if y.dim() == 1 and not y.is_floating_point():
+        if num_classes is None:
+            raise ValueError("integer labels need num_classes (pass num_classes=... to the mixer)")
+        if check_values and y.numel() and (int(y.min()) < 0 or int(y.max()) >= num_classes):
+            raise ValueError(
+                f"labels must lie in [0, {num_classes - 1}] for num_classes={num_classes}; "
+                f"got range [{int(y.min())}, {int(y.max())}]")
+        return F.one_hot(y.long(), num_classes).to(dtype)
+    if y.dim() == 2:
+        if num_classes is not None and y.shape[1] != num_classes:
+            raise ValueError(f"targets have {y.shape[1]} columns but num_classes={num_classes}")
+        if check_values and bool((y < 0).any()):
+            raise ValueError("soft / multi-hot targets must be non-negative")
+        return y.to(dtype)
+    raise ValueError(f"y must be integer labels (B,) or targets (B, C); got shape {tuple(y.shape)}, {y.dtype}")
+
+
+def interpolate(a: Tensor, b: Tensor, lam: Tensor) -> Tensor:
+    """``lam * a + (1 - lam) * b`` with ``lam`` 0-d or per sample ``(B,)``, broadcast over trailing dims."""
+    lam = lam.to(device=a.device, dtype=a.dtype)
+    if lam.dim() == 1:
+        lam = lam.reshape(-1, *([1] * (a.dim() - 1)))
+    return b + lam * (a - b)
+
+
+def sample_beta(alpha: float, generator: torch.Generator, size: tuple[int, ...] = ()) -> Tensor:
+    """Beta(alpha, alpha) draws on CPU from ``generator`` (via two Gamma draws; torch.distributions has no generator)."""
+    g1 = torch._standard_gamma(torch.full(size or (1,), float(alpha)), generator=generator)
+    g2 = torch._standard_gamma(torch.full(size or (1,), float(alpha)), generator=generator)
+    lam = g1 / (g1 + g2)
+    return lam.reshape(size)
+
+
+def sample_dirichlet(alpha: Tensor, generator: torch.Generator) -> Tensor:
+    """Dirichlet draws on CPU: ``alpha`` has shape ``(..., k)``; rows of the result sum to one."""
+    g = torch._standard_gamma(alpha.float().cpu(), generator=generator)
+    return g / g.sum(-1, keepdim=True)
+
+
+def derive_seed(*parts: int | str) -> int:
+    """A deterministic 63-bit seed from parts (stable across processes, unlike ``hash``)."""
+    import hashlib
+
+    digest = hashlib.sha256("/".join(map(str, parts)).encode()).digest()
+    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
+
+
+# ----------------------------------------------------------------------------------------------- classes
+@dataclass
+class MixInfo:
+    """What the last call mixed, for pictures and tests: weights and partner indices (on CPU)."""
+
+    lam: Tensor
+    index: Tensor
+
+
+class Method(nn.Module):
+    """Base of every training-time method.
+
+    Args:
+        num_classes: number of classes when labels are integers.
+        seed: seed of the method's own CPU generator (the engine reseeds it every epoch).
+        check_inputs: validate values (label range, finiteness). The engine checks its data once and turns
+            this off so the hot loop never waits on the device.
+    """
+
+    #: registry name; set by subclasses.
+    name = "method"
+    #: True if ``training_loss`` needs a :class:`mixlab.models.StagedNet` (feature-space methods).
+    needs_stages = False
+
+    def __init__(self, num_classes: int | None = None, seed: int | None = 0, check_inputs: bool = True):
+        super().__init__()
+        self.num_classes = num_classes
+        self.check_inputs = check_inputs
+        self.generator = torch.Generator()
+        self.generator.manual_seed(0 if seed is None else int(seed))
+        self.last: MixInfo | None = None
+
+    def reseed(self, seed: int) -> None:
+        self.generator.manual_seed(int(seed) & ((1 << 63) - 1))
+
+    # state_dict carries the generator so a checkpoint restores the exact random stream
+    def get_extra_state(self):
+        return {"generator": self.generator.get_state()}
+
+    def set_extra_state(self, state) -> None:
+        if state and "generator" in state:
+            self.generator.set_state(state["generator"])
+
+    def targets(self, x: Tensor, y: Tensor, min_batch: int = 2) -> Tensor:
+        check_batch(x, y, min_batch=min_batch, check_values=self.check_inputs)
+        return as_targets(y, self.num_classes, x.dtype, check_values=self.check_inputs)
+
+    def randperm(self, n: int, device: torch.device) -> Tensor:
+        return torch.randperm(n, generator=self.generator).to(device, non_blocking=True)
+
+    def training_loss(self, model: nn.Module, x: Tensor, targets: Tensor, loss_fn: LossFn = soft_cross_entropy) -> Tensor:
+        """Loss of one training step; ``targets`` are already ``(B, C)`` soft / multi-hot."""
+        raise NotImplementedError
+
+    def extra_repr(self) -> str:
+        return f"num_classes={self.num_classes}"
+
+
+class InputMixer(Method):
+    """A method that mixes in input space: ``x_mix, y_mix = mixer(x, y)``."""
+
+    def forward(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        return self.mix(x, self.targets(x, y))
+
+    def mix(self, x: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
+        """Mix images ``x`` and soft targets ``t`` (B, C); subclasses implement this."""
+        raise NotImplementedError
+
+    def training_loss(self, model, x, targets, loss_fn=soft_cross_entropy):
+        x_mix, t_mix = self.mix(x, targets)
+        return loss_fn(model(x_mix), t_mix)
+
+
+class ERM(InputMixer):
+    """Empirical risk minimisation: no mixing (the baseline of every table)."""
+
+    name = "erm"
+
+    def __init__(self, num_classes=None, seed=0, check_inputs=True, **unused):
+        if unused:
+            raise TypeError(f"erm takes no options, got {sorted(unused)}")
+        super().__init__(num_classes, seed, check_inputs)
+
+    def forward(self, x, y):
+        return x.clone(), self.targets(x, y, min_batch=1)
+
+    def mix(self, x, t):
+        return x, t

@@ -1,0 +1,12 @@
+"""Staged models (see :mod:`mixlab.models.staged`). One registry line per model."""
+from ..registry import MODELS
+from .staged import StagedNet
+
+P = "mixlab.models."
+MODELS.register("cnn11", P + "cnn11:CNN11", "11-layer CNN of BC learning (AutoMix paper, MNIST / F-MNIST)")
+MODELS.register("preactresnet18", P + "resnet:PreActResNet18", "PreActResNet-18, CIFAR variant",
+                aliases=("preact-resnet18",))
+MODELS.register("resnet18", P + "resnet:ResNet18", "ResNet-18, CIFAR variant")
+MODELS.register("wrn28-10", P + "resnet:WideResNet", "Wide ResNet 28-10", aliases=("wrn-28-10",))
+
+__all__ = ["MODELS", "StagedNet"]

@@ -1,0 +1,3 @@
+from .store import ResultsStore, summarize
+
+__all__ = ["ResultsStore", "summarize"]

@@ -1,0 +1,133 @@
+"""The results store: one SQLite database per output folder, one row per finished run.
+
+Each row is written in a single transaction (SQLite's journal makes it atomic), so an interrupted process
+never leaves a half row; unfinished runs live only in their checkpoints until they finish.
+"""
+from __future__ import annotations
+
+import json
+import math
+import platform
+import sqlite3
+import time
+from pathlib import Path
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    run_id TEXT PRIMARY KEY,
+    created REAL NOT NULL,
+    protocol TEXT,
+    method TEXT NOT NULL,
+    dataset TEXT NOT NULL,
+    model TEXT NOT NULL,
+    seed INTEGER NOT NULL,
+    epochs INTEGER,
+    test_error REAL,
+    test_top5_error REAL,
+    train_seconds REAL,
+    samples_per_second REAL,
+    config TEXT NOT NULL,
+    metrics TEXT NOT NULL,
+    versions TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS evals (
+    run_id TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    created REAL NOT NULL,
+    metrics TEXT NOT NULL,
+    PRIMARY KEY (run_id, kind)
+);
+"""
+
+
+def versions() -> dict:
+    import numpy
+    import torch
+
+    from .. import __version__
+
+    return {"mixlab": __version__, "torch": torch.__version__, "numpy": numpy.__version__,
+            "python": platform.python_version(), "platform": platform.platform(),
+            "cuda": torch.version.cuda if torch.cuda.is_available() else None}
+
+
+class ResultsStore:
+    """``results.db`` in an output folder."""
+
+    def __init__(self, out_dir: str | Path):
+        self.path = Path(out_dir) / "results.db"
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self._connect() as db:
+            db.executescript(SCHEMA)
+
+    def _connect(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.path, timeout=60)
+        db.row_factory = sqlite3.Row
+        return db
+
+    def add_run(self, result: dict, config: dict) -> None:
+        row = (result["run_id"], time.time(), config.get("protocol"), result["method"], result["dataset"],
+               result["model"], int(result["seed"]), result.get("epochs"), result.get("test_error"),
+               result.get("test_top5_error"), result.get("train_seconds"), result.get("samples_per_second"),
+               json.dumps(config, sort_keys=True, default=str), json.dumps(result, sort_keys=True, default=str),
+               json.dumps(versions(), sort_keys=True))
+        with self._connect() as db:  # one transaction: the row lands whole or not at all
+            db.execute("INSERT OR REPLACE INTO runs VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", row)
+
+    def add_eval(self, run_id: str, kind: str, metrics: dict) -> None:
+        with self._connect() as db:
+            db.execute("INSERT OR REPLACE INTO evals VALUES (?,?,?,?)",
+                       (run_id, kind, time.time(), json.dumps(metrics, sort_keys=True, default=str)))
+
+    def has_run(self, run_id: str) -> bool:
+        with self._connect() as db:
+            return db.execute("SELECT 1 FROM runs WHERE run_id = ?", (run_id,)).fetchone() is not None
+
+    def get_run(self, run_id: str) -> dict | None:
+        with self._connect() as db:
+            row = db.execute("SELECT * FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+        return _decode(row) if row else None
+
+    def runs(self, **where) -> list[dict]:
+        clauses = " AND ".join(f"{k} = ?" for k in where)
+        sql = "SELECT * FROM runs" + (f" WHERE {clauses}" if clauses else "") + " ORDER BY created"
+        with self._connect() as db:
+            return [_decode(r) for r in db.execute(sql, tuple(where.values())).fetchall()]
+
+    def evals(self, run_id: str | None = None) -> list[dict]:
+        sql = "SELECT * FROM evals" + (" WHERE run_id = ?" if run_id else "") + " ORDER BY created"
+        with self._connect() as db:
+            rows = db.execute(sql, (run_id,) if run_id else ()).fetchall()
+        return [dict(r, metrics=json.loads(r["metrics"])) for r in rows]
+
+
+def _decode(row: sqlite3.Row) -> dict:
+    d = dict(row)
+    for key in ("config", "metrics", "versions"):
+        d[key] = json.loads(d[key])
+    return d
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for a single value)."""
+    n = len(values)
+    mean = sum(values) / n
+    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else 0.0
+    return mean, std
+
+
+def summarize(runs: list[dict], keys=("protocol", "dataset", "model", "method"), metric: str = "test_error") -> list[dict]:
+    """Group runs by ``keys`` and give mean +- std of ``metric`` over seeds, in first-seen order."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in runs:
+        if r.get(metric) is None:
+            continue
+        groups.setdefault(tuple(r.get(k) for k in keys), []).append(r)
+    rows = []
+    for key, members in groups.items():
+        vals = [m[metric] for m in members]
+        mean, std = mean_std(vals)
+        rows.append({**dict(zip(keys, key)), "trials": len(vals), "mean_error": mean, "std_error": std,
+                     "errors": vals, "seeds": [m["seed"] for m in members],
+                     "train_seconds": sum(m.get("train_seconds") or 0 for m in members) / len(members)})
+    return rows

@@ -1,0 +1,3 @@
+from .engine import TrainConfig, Trainer, evaluate, train
+
+__all__ = ["TrainConfig", "Trainer", "evaluate", "train"]

@@ -1,0 +1,277 @@
+"""The training engine: device-resident data, batched augmentation, any method, checkpoints and resume.
+
+Determinism: every random stream (shuffling, augmentation, the method's generator, torch's global RNG for
+dropout) is re-derived from ``(seed, epoch)`` at the start of each epoch, so resuming from the checkpoint of
+epoch ``e`` replays epochs ``e+1..`` exactly as an uninterrupted run would.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from ..data import load_dataset
+from ..data.augment import BatchAugment
+from ..data.subsets import per_class_indices
+from ..methods.base import Method, as_targets, derive_seed, multilabel_bce, soft_cross_entropy
+from ..registry import DATASETS, METHODS, MODELS
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a run (and its run id)."""
+
+    dataset: str = "digits"
+    model: str = "cnn11"
+    method: str = "erm"
+    method_kwargs: dict = field(default_factory=dict)
+    model_kwargs: dict = field(default_factory=dict)
+    subset_per_class: int | None = None
+    test_limit: int | None = None  # evaluate on the first N test images (quick protocols only)
+    epochs: int = 10
+    batch_size: int = 50
+    lr: float = 0.1
+    momentum: float = 0.9
+    nesterov: bool = False
+    weight_decay: float = 5e-4
+    schedule: str = "multistep"  # multistep | cosine | constant
+    milestones: tuple[int, ...] = (50, 75)
+    gamma: float = 0.1
+    crop_padding: int = 0
+    flip: bool = False
+    seed: int = 0
+    device: str = "cpu"
+    protocol: str | None = None
+    eval_every: int = 0  # evaluate every N epochs (0: only at the end)
+
+    def identity(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["milestones"] = list(d["milestones"])
+        return d
+
+    def run_id(self) -> str:
+        blob = json.dumps(self.identity(), sort_keys=True, default=str).encode()
+        return f"{self.method}-{self.dataset}-{self.model}-s{self.seed}-{hashlib.sha1(blob).hexdigest()[:10]}"
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("--device cuda was asked for but torch sees no CUDA device; use --device cpu")
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(name)
+
+
+def lr_factor(config: TrainConfig, epoch: int) -> float:
+    """Learning-rate multiplier for a 0-based epoch."""
+    if config.schedule == "multistep":
+        return config.gamma ** sum(epoch >= m for m in config.milestones)
+    if config.schedule == "cosine":
+        return 0.5 * (1 + math.cos(math.pi * epoch / max(1, config.epochs)))
+    if config.schedule == "constant":
+        return 1.0
+    raise ValueError(f"unknown schedule {config.schedule!r}; use multistep, cosine or constant")
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, x: Tensor, y: Tensor, augment: BatchAugment, batch_size: int = 1000) -> dict:
+    """Top-1 / top-5 error (percent) and mean CE of ``model`` on uint8 images ``x`` with labels ``y``."""
+    model.eval()
+    n, num_classes = x.shape[0], None
+    top1 = torch.zeros((), device=x.device)
+    top5 = torch.zeros((), device=x.device)
+    total_loss = torch.zeros((), device=x.device)
+    for i in range(0, n, batch_size):
+        logits = model(augment(x[i:i + batch_size], train=False)).float()
+        yb = y[i:i + batch_size]
+        num_classes = logits.shape[1]
+        k = min(5, num_classes)
+        topk = logits.topk(k, dim=1).indices
+        top1 += (topk[:, 0] == yb).sum()
+        top5 += (topk == yb[:, None]).any(1).sum()
+        total_loss += nn.functional.cross_entropy(logits, yb, reduction="sum")
+    correct1, correct5, loss = int(top1), int(top5), float(total_loss)
+    return {"test_error": 100.0 * (1 - correct1 / n),
+            "test_top5_error": 100.0 * (1 - correct5 / n) if num_classes and num_classes > 5 else None,
+            "test_loss": loss / n, "test_size": n}
+
+
+def atomic_save(obj: Any, path: Path) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+class Trainer:
+    """Train one configuration. ``Trainer(config, out="runs").run()`` returns the result dict.
+
+    Args:
+        config: the run.
+        out: output folder (``<out>/runs/<run_id>/checkpoint.pt`` and ``<out>/results.db``).
+        data_dir: data root (else ``$MIXLAB_DATA``); not part of the run's identity.
+        progress: show a progress bar (None: only on a terminal).
+        store: write the finished run to ``<out>/results.db``.
+    """
+
+    def __init__(self, config: TrainConfig, out: str | Path = "runs", data_dir: str | None = None,
+                 progress: bool | None = None, store: bool = True):
+        for registry, name in ((DATASETS, config.dataset), (MODELS, config.model), (METHODS, config.method)):
+            registry.canonical(name)  # clear error for unknown names
+        if config.epochs < 1:
+            raise ValueError(f"epochs must be >= 1, got {config.epochs}")
+        if config.batch_size < 2:
+            raise ValueError(f"batch_size must be >= 2 to mix, got {config.batch_size}")
+        self.config = config
+        self.out = Path(out)
+        self.data_dir = data_dir
+        self.progress = progress
+        self.store = store
+        self.run_id = config.run_id()
+        self.run_dir = self.out / "runs" / self.run_id
+        self.device = resolve_device(config.device)
+
+    # ------------------------------------------------------------------------------------------ set-up
+    def setup(self) -> None:
+        c, dev = self.config, self.device
+        train = load_dataset(c.dataset, "train", self.data_dir)
+        test = load_dataset(c.dataset, "test", self.data_dir)
+        if c.subset_per_class:
+            idx = per_class_indices(train.y, c.subset_per_class, seed=c.seed, num_classes=train.num_classes)
+            train = train.subset(idx, f"{c.subset_per_class} per class from {train.note}")
+        if c.test_limit:
+            test = test.subset(torch.arange(min(c.test_limit, len(test))),
+                               f"first {min(c.test_limit, len(test))} of {test.note}")
+        self.train_data, self.test_data = train, test
+        self.num_classes = train.num_classes
+        self.multilabel = train.y.dim() == 2
+        self.x_train, self.y_train = train.x.to(dev), train.y.to(dev)
+        self.t_train = as_targets(self.y_train, self.num_classes, torch.float32)  # checked once, here
+        self.x_test, self.y_test = test.x.to(dev), test.y.to(dev)
+        self.augment = BatchAugment(train.mean, train.std, c.crop_padding, c.flip)
+        self.loss_fn = multilabel_bce if self.multilabel else soft_cross_entropy
+
+        torch.manual_seed(derive_seed(c.seed, "init"))
+        channels, size = train.x.shape[1], train.x.shape[-1]
+        self.model = MODELS.create(c.model, num_classes=self.num_classes, in_channels=channels, image_size=size,
+                                   **c.model_kwargs).to(dev)
+        self.method: Method = METHODS.create(c.method, num_classes=self.num_classes, seed=c.seed,
+                                             check_inputs=False, **c.method_kwargs).to(dev)
+        if self.method.needs_stages and not hasattr(self.model, "forward_features"):
+            raise TypeError(f"method {c.method} needs a staged model; {c.model} is not one")
+        if hasattr(self.method, "setup"):
+            self.method.setup(self)
+        params = [p for p in self.model.parameters()] + [p for p in self.method.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.SGD(params, lr=c.lr, momentum=c.momentum, weight_decay=c.weight_decay,
+                                         nesterov=c.nesterov)
+        self.start_epoch = 0
+        self.history: list[dict] = []
+        self.train_seconds = 0.0
+
+    # ----------------------------------------------------------------------------------- checkpoints
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.run_dir / "checkpoint.pt"
+
+    def save_checkpoint(self, epoch: int) -> None:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_save({"epoch": epoch, "config": self.config.identity(), "model": self.model.state_dict(),
+                     "method": self.method.state_dict(), "optimizer": self.optimizer.state_dict(),
+                     "history": self.history, "train_seconds": self.train_seconds}, self.checkpoint_path)
+
+    def load_checkpoint(self) -> bool:
+        if not self.checkpoint_path.exists():
+            return False
+        state = torch.load(self.checkpoint_path, map_location=self.device, weights_only=False)
+        if state["config"] != self.config.identity():
+            raise RuntimeError(f"{self.checkpoint_path} was written by another configuration; delete it to restart")
+        self.model.load_state_dict(state["model"])
+        self.method.load_state_dict(state["method"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.history, self.train_seconds = state["history"], state["train_seconds"]
+        self.start_epoch = state["epoch"] + 1
+        return True
+
+    # ---------------------------------------------------------------------------------------- training
+    def train_epoch(self, epoch: int) -> Tensor:
+        c, dev = self.config, self.device
+        for group in self.optimizer.param_groups:
+            group["lr"] = c.lr * lr_factor(c, epoch)
+        torch.manual_seed(derive_seed(c.seed, epoch, "torch"))
+        self.method.reseed(derive_seed(c.seed, epoch, "method"))
+        data_gen = torch.Generator().manual_seed(derive_seed(c.seed, epoch, "data"))
+        n = self.x_train.shape[0]
+        order = torch.randperm(n, generator=data_gen).to(dev)
+        self.model.train()
+        self.method.train()
+        total = torch.zeros((), device=dev)
+        steps = 0
+        for start in range(0, n, c.batch_size):
+            idx = order[start:start + c.batch_size]
+            if idx.numel() < 2:  # a final batch of one cannot be mixed
+                continue
+            x = self.augment(self.x_train[idx], data_gen)
+            loss = self.method.training_loss(self.model, x, self.t_train[idx], self.loss_fn)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            total += loss.detach()
+            steps += 1
+        return total / max(steps, 1)
+
+    def run(self, resume: bool = False) -> dict:
+        from tqdm.auto import tqdm
+
+        self.setup()
+        c = self.config
+        if resume and self.load_checkpoint():
+            print(f"resuming {self.run_id} from epoch {self.start_epoch}", file=sys.stderr)
+        bar = tqdm(range(self.start_epoch, c.epochs), initial=self.start_epoch, total=c.epochs,
+                   desc=f"{c.method} s{c.seed}", disable=None if self.progress is None else not self.progress,
+                   leave=False, dynamic_ncols=True)
+        try:
+            for epoch in bar:
+                t0 = time.perf_counter()
+                loss = self.train_epoch(epoch)
+                loss_value = float(loss)  # one sync per epoch
+                self.train_seconds += time.perf_counter() - t0
+                record = {"epoch": epoch + 1, "train_loss": loss_value, "lr": self.optimizer.param_groups[0]["lr"]}
+                if c.eval_every and (epoch + 1) % c.eval_every == 0 and epoch + 1 < c.epochs:
+                    record.update(evaluate(self.model, self.x_test, self.y_test, self.augment))
+                self.history.append(record)
+                self.save_checkpoint(epoch)
+                bar.set_postfix(loss=f"{loss_value:.3f}")
+        except KeyboardInterrupt:
+            print(f"\ninterrupted; the last finished epoch is saved in {self.checkpoint_path}. "
+                  f"Run the same command with --resume to continue.", file=sys.stderr)
+            raise
+        finally:
+            bar.close()
+        metrics = evaluate(self.model, self.x_test, self.y_test, self.augment)
+        samples = len(self.x_train) * c.epochs
+        result = {"run_id": self.run_id, "method": c.method, "dataset": c.dataset, "model": c.model,
+                  "seed": c.seed, "epochs": c.epochs, "protocol": c.protocol, **metrics,
+                  "train_seconds": self.train_seconds,
+                  "samples_per_second": samples / self.train_seconds if self.train_seconds else None,
+                  "train_size": len(self.x_train), "test_set": self.test_data.note,
+                  "device": str(self.device), "history": self.history}
+        if self.store:
+            from ..results import ResultsStore
+
+            ResultsStore(self.out).add_run(result, c.identity())
+        return result
+
+
+def train(config: TrainConfig, **kwargs) -> dict:
+    """Train ``config`` (see :class:`Trainer` for keyword arguments) and return its result."""
+    resume = kwargs.pop("resume", False)
+    return Trainer(config, **kwargs).run(resume=resume)

@@ -1,0 +1,170 @@
+"""Properties every input-space mixer must have, and the classic mixers' own closed forms."""
+import pytest
+import torch
+
+import mixlab
+from mixlab.methods.bc import different_class_partners
+from mixlab.methods.cutmix import rand_box
+
+INPUT_MIXERS = ["erm", "mixup", "cutmix", "bc"]
+
+
+def batch(b=16, c=3, h=8, w=8, num_classes=5, seed=0, dtype=torch.float32):
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(b, c, h, w, generator=g, dtype=dtype), torch.randint(num_classes, (b,), generator=g)
+
+
+@pytest.mark.parametrize("name", INPUT_MIXERS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+def test_targets_sum_to_one_and_inputs_untouched(name, dtype):
+    x, y = batch(dtype=dtype)
+    x0, y0 = x.clone(), y.clone()
+    mixer = mixlab.create(name, num_classes=5)
+    x_mix, y_mix = mixer(x, y)
+    assert torch.equal(x, x0) and torch.equal(y, y0), "mixer modified its input"
+    assert x_mix.shape == x.shape and x_mix.dtype == dtype
+    assert y_mix.shape == (16, 5)
+    torch.testing.assert_close(y_mix.float().sum(1), torch.ones(16), atol=1e-2 if dtype == torch.bfloat16 else 1e-5,
+                               rtol=0)
+    assert bool((y_mix >= 0).all())
+
+
+def test_mixup_is_convex_combination_of_the_pair():
+    x, y = batch()
+    mixer = mixlab.create("mixup", alpha=1.0, num_classes=5, seed=3)
+    x_mix, y_mix = mixer(x, y)
+    lam, perm = mixer.last.lam, mixer.last.index
+    assert 0 <= float(lam) <= 1
+    torch.testing.assert_close(x_mix, lam * x + (1 - lam) * x[perm])
+    t = torch.nn.functional.one_hot(y, 5).float()
+    torch.testing.assert_close(y_mix, lam * t + (1 - lam) * t[perm])
+    assert sorted(perm.tolist()) == list(range(16))
+
+
+def test_mixup_per_sample_lambda():
+    x, y = batch()
+    mixer = mixlab.create("mixup", per_sample=True, num_classes=5)
+    x_mix, _ = mixer(x, y)
+    lam = mixer.last.lam
+    assert lam.shape == (16,) and len(set(lam.tolist())) > 1
+    torch.testing.assert_close(x_mix, lam[:, None, None, None] * x + (1 - lam[:, None, None, None]) * x[mixer.last.index])
+
+
+def test_cutmix_box_area_equals_one_minus_lambda():
+    x, y = batch(h=32, w=32)
+    for seed in range(20):
+        mixer = mixlab.create("cutmix", num_classes=5, seed=seed)
+        x_mix, y_mix = mixer(x, y)
+        perm, lam = mixer.last.index, float(mixer.last.lam)
+        from_partner = (x_mix == x[perm]).all(1) & (x_mix != x).any(1)  # pixels taken from the partner
+        frac = from_partner.float().mean((1, 2))
+        differs = (x != x[perm]).any(1).float().mean((1, 2)) > 0
+        assert torch.allclose(frac[differs], torch.full_like(frac[differs], 1 - lam), atol=1e-6)
+        t = torch.nn.functional.one_hot(y, 5).float()
+        torch.testing.assert_close(y_mix, lam * t + (1 - lam) * t[perm])
+
+
+def test_rand_box_clipped_inside_image():
+    g = torch.Generator().manual_seed(0)
+    for lam in torch.linspace(0, 1, 11).tolist():
+        y0, y1, x0, x1 = rand_box(20, 30, lam, g)
+        assert 0 <= y0 <= y1 <= 20 and 0 <= x0 <= x1 <= 30
+
+
+def test_bc_pairs_are_of_different_classes():
+    x, y = batch(b=64)
+    mixer = mixlab.create("bc", num_classes=5, seed=1)
+    x_mix, y_mix = mixer(x, y)
+    idx, r = mixer.last.index, mixer.last.lam
+    assert bool((y[idx] != y).all())
+    torch.testing.assert_close(x_mix, r[:, None, None, None] * x + (1 - r[:, None, None, None]) * x[idx])
+
+
+def test_bc_partner_fallback_when_one_class():
+    t = torch.nn.functional.one_hot(torch.zeros(8, dtype=torch.long), 3).float()
+    idx = different_class_partners(t, torch.Generator().manual_seed(0))
+    assert bool((idx != torch.arange(8)).all())
+
+
+def test_bc_plus_zero_mean_and_label_ratio():
+    x, y = batch(b=32)
+    mixer = mixlab.create("bc", plus=True, num_classes=5)
+    x_mix, y_mix = mixer(x, y)
+    assert torch.allclose(x_mix.mean((1, 2, 3)), torch.zeros(32), atol=1e-5)
+    t = torch.nn.functional.one_hot(y, 5).float()
+    r = mixer.last.lam
+    torch.testing.assert_close(y_mix, r[:, None] * t + (1 - r[:, None]) * t[mixer.last.index])
+
+
+def test_soft_and_multihot_targets_accepted():
+    x, _ = batch()
+    multi = (torch.rand(16, 5, generator=torch.Generator().manual_seed(1)) > 0.6).float()
+    for name in INPUT_MIXERS:
+        _, y_mix = mixlab.create(name, seed=2)(x, multi)
+        assert y_mix.shape == (16, 5)
+        assert float(y_mix.max()) <= 1 + 1e-6 and float(y_mix.min()) >= 0
+
+
+def test_same_seed_same_numbers():
+    x, y = batch()
+    for name in INPUT_MIXERS:
+        a = mixlab.create(name, num_classes=5, seed=7)(x, y)
+        b = mixlab.create(name, num_classes=5, seed=7)(x, y)
+        assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+
+
+def test_global_rng_untouched():
+    x, y = batch()
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    for name in INPUT_MIXERS:
+        mixlab.create(name, num_classes=5)(x, y)
+    assert torch.equal(torch.rand(3), expected)
+
+
+@pytest.mark.parametrize("name", ["mixup", "cutmix", "bc"])
+def test_bad_inputs(name):
+    x, y = batch()
+    mixer = mixlab.create(name, num_classes=5)
+    with pytest.raises(ValueError, match="labels must lie in"):
+        mixer(x, torch.full((16,), 5))
+    with pytest.raises(ValueError, match="labels must lie in"):
+        mixer(x, torch.full((16,), -1))
+    with pytest.raises(ValueError, match="too small to mix"):
+        mixer(x[:1], y[:1])
+    with pytest.raises(ValueError, match="batch size"):
+        mixer(x, y[:8])
+    bad = x.clone()
+    bad[0, 0, 0, 0] = float("nan")
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        mixer(bad, y)
+    with pytest.raises(ValueError, match="num_classes"):
+        mixlab.create(name)(x, y)
+    with pytest.raises(ValueError, match="batched"):
+        mixer(x[0, 0, 0], y[:1])
+    with pytest.raises(TypeError, match="floating-point"):
+        mixer((x * 255).to(torch.uint8), y)
+    with pytest.raises(ValueError, match="columns"):
+        mixer(x, torch.rand(16, 4))
+
+
+@pytest.mark.parametrize("name", ["mixup", "cutmix", "manifold"])
+def test_alpha_must_be_positive(name):
+    for alpha in (0, -1.0):
+        with pytest.raises(ValueError, match="alpha must be > 0"):
+            mixlab.create(name, alpha=alpha)
+
+
+def test_unknown_names_are_clear():
+    with pytest.raises(KeyError, match="unknown method 'mixpu'.*Did you mean mixup"):
+        mixlab.create("mixpu")
+    with pytest.raises(KeyError, match="unknown model"):
+        mixlab.create_model("resnet19")
+    from mixlab.data import load_dataset
+    with pytest.raises(KeyError, match="unknown dataset"):
+        load_dataset("mnits")
+
+
+def test_registry_lists_methods():
+    assert {"erm", "mixup", "cutmix", "bc", "manifold"} <= set(mixlab.list_methods())
