@@ -33,14 +33,14 @@ def run_protocol(protocol, methods, trials, out, data_dir=None, device="cpu", pr
                  log=print) -> list[dict]:
     """Train every (method, seed) of a protocol not yet in the store; return the summary rows."""
     from ..results import ResultsStore, summarize
-    from ..train import Trainer
+    from ..train import make_trainer
 
     store = ResultsStore(out)
     run_ids = []
     for method in methods:
         for seed in range(trials):
             config = protocol.train_config(method, seed, device=device, **(overrides or {}))
-            trainer = Trainer(config, out=out, data_dir=data_dir, progress=progress)
+            trainer = make_trainer(config, out=out, data_dir=data_dir, progress=progress)
             run_ids.append(trainer.run_id)
             if store.has_run(trainer.run_id):
                 log(f"  {method} seed {seed}: done already ({trainer.run_id})")

@@ -57,11 +57,11 @@ def build_config(args):
 
 
 def run(args) -> int:
-    from ..train import Trainer
+    from ..train import make_trainer
 
     apply_threads(args)
     config = build_config(args)
-    result = Trainer(config, out=args.out, data_dir=args.data_dir,
+    result = make_trainer(config, out=args.out, data_dir=args.data_dir,
                      progress=False if args.no_progress else None).run(resume=args.resume)
     top5 = result["test_top5_error"]
     print(f"{result['method']} on {result['dataset']} ({result['model']}, seed {result['seed']}): "

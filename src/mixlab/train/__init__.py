@@ -1,3 +1,3 @@
-from .engine import TrainConfig, Trainer, evaluate, train
+from .engine import TrainConfig, Trainer, evaluate, make_trainer, train
 
-__all__ = ["TrainConfig", "Trainer", "evaluate", "train"]
+__all__ = ["TrainConfig", "Trainer", "evaluate", "make_trainer", "train"]

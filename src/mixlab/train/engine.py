@@ -41,6 +41,7 @@ class TrainConfig:
     epochs: int = 10
     batch_size: int = 50
     lr: float = 0.1
+    optimizer: str = "sgd"  # sgd | adam
     momentum: float = 0.9
     nesterov: bool = False
     weight_decay: float = 5e-4
@@ -142,6 +143,32 @@ class Trainer:
 
     # ------------------------------------------------------------------------------------------ set-up
     def setup(self) -> None:
+        """Load data, build model, method and optimiser (hooks below may be overridden by subclasses)."""
+        c = self.config
+        self.load_data()
+        torch.manual_seed(derive_seed(c.seed, "init"))
+        self.model = self.build_model()
+        self.method: Method = METHODS.create(c.method, num_classes=self.num_classes, seed=c.seed,
+                                             check_inputs=False, **c.method_kwargs).to(self.device)
+        if self.method.needs_stages and not hasattr(self.model, "forward_features"):
+            raise TypeError(f"method {c.method} needs a staged model; {c.model} is not one")
+        if hasattr(self.method, "setup"):
+            self.method.setup(self)
+        params = [p for p in self.model.parameters()] + [p for p in self.method.parameters() if p.requires_grad]
+        if c.optimizer == "sgd":
+            self.optimizer = torch.optim.SGD(params, lr=c.lr, momentum=c.momentum, weight_decay=c.weight_decay,
+                                             nesterov=c.nesterov)
+        elif c.optimizer == "adam":
+            self.optimizer = torch.optim.Adam(params, lr=c.lr, weight_decay=c.weight_decay)
+        else:
+            raise ValueError(f"unknown optimizer {c.optimizer!r}; use sgd or adam")
+        self.start_epoch = 0
+        self.history: list[dict] = []
+        self.train_seconds = 0.0
+
+    def load_data(self) -> None:
+        """Set ``train_data``, ``test_data``, ``num_classes``, ``x_train``, ``t_train`` (targets), ``x_test``,
+        ``y_test`` on the device, and ``loss_fn``."""
         c, dev = self.config, self.device
         train = load_dataset(c.dataset, "train", self.data_dir)
         test = load_dataset(c.dataset, "test", self.data_dir)
@@ -160,22 +187,19 @@ class Trainer:
         self.augment = BatchAugment(train.mean, train.std, c.crop_padding, c.flip)
         self.loss_fn = multilabel_bce if self.multilabel else soft_cross_entropy
 
-        torch.manual_seed(derive_seed(c.seed, "init"))
-        channels, size = train.x.shape[1], train.x.shape[-1]
-        self.model = MODELS.create(c.model, num_classes=self.num_classes, in_channels=channels, image_size=size,
-                                   **c.model_kwargs).to(dev)
-        self.method: Method = METHODS.create(c.method, num_classes=self.num_classes, seed=c.seed,
-                                             check_inputs=False, **c.method_kwargs).to(dev)
-        if self.method.needs_stages and not hasattr(self.model, "forward_features"):
-            raise TypeError(f"method {c.method} needs a staged model; {c.model} is not one")
-        if hasattr(self.method, "setup"):
-            self.method.setup(self)
-        params = [p for p in self.model.parameters()] + [p for p in self.method.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.SGD(params, lr=c.lr, momentum=c.momentum, weight_decay=c.weight_decay,
-                                         nesterov=c.nesterov)
-        self.start_epoch = 0
-        self.history: list[dict] = []
-        self.train_seconds = 0.0
+    def build_model(self) -> nn.Module:
+        c = self.config
+        channels, size = self.train_data.x.shape[1], self.train_data.x.shape[-1]
+        return MODELS.create(c.model, num_classes=self.num_classes, in_channels=channels, image_size=size,
+                             **c.model_kwargs).to(self.device)
+
+    def train_batch(self, idx: Tensor, generator: torch.Generator) -> Tensor:
+        """Model input for the training examples ``idx`` (augmented, normalised images)."""
+        return self.augment(self.x_train[idx], generator)
+
+    def evaluate(self) -> dict:
+        """Test metrics; keys at least ``test_error`` and ``test_top5_error`` (percent or None)."""
+        return evaluate(self.model, self.x_test, self.y_test, self.augment)
 
     # ----------------------------------------------------------------------------------- checkpoints
     @property
@@ -219,7 +243,7 @@ class Trainer:
             idx = order[start:start + c.batch_size]
             if idx.numel() < 2:  # a final batch of one cannot be mixed
                 continue
-            x = self.augment(self.x_train[idx], data_gen)
+            x = self.train_batch(idx, data_gen)
             loss = self.method.training_loss(self.model, x, self.t_train[idx], self.loss_fn)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -246,7 +270,7 @@ class Trainer:
                 self.train_seconds += time.perf_counter() - t0
                 record = {"epoch": epoch + 1, "train_loss": loss_value, "lr": self.optimizer.param_groups[0]["lr"]}
                 if c.eval_every and (epoch + 1) % c.eval_every == 0 and epoch + 1 < c.epochs:
-                    record.update(evaluate(self.model, self.x_test, self.y_test, self.augment))
+                    record.update(self.evaluate())
                 self.history.append(record)
                 self.save_checkpoint(epoch)
                 bar.set_postfix(loss=f"{loss_value:.3f}")
@@ -256,7 +280,7 @@ class Trainer:
             raise
         finally:
             bar.close()
-        metrics = evaluate(self.model, self.x_test, self.y_test, self.augment)
+        metrics = self.evaluate()
         samples = len(self.x_train) * c.epochs
         result = {"run_id": self.run_id, "method": c.method, "dataset": c.dataset, "model": c.model,
                   "seed": c.seed, "epochs": c.epochs, "protocol": c.protocol, **metrics,
@@ -271,7 +295,12 @@ class Trainer:
         return result
 
 
+def make_trainer(config: TrainConfig, **kwargs) -> Trainer:
+    """The trainer for a configuration (the one place that picks a Trainer subclass by dataset kind)."""
+    return Trainer(config, **kwargs)
+
+
 def train(config: TrainConfig, **kwargs) -> dict:
     """Train ``config`` (see :class:`Trainer` for keyword arguments) and return its result."""
     resume = kwargs.pop("resume", False)
-    return Trainer(config, **kwargs).run(resume=resume)
+    return make_trainer(config, **kwargs).run(resume=resume)
