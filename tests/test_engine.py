@@ -1,0 +1,100 @@
+"""Engine: determinism, resume equality, results store, schedules."""
+import json
+import sqlite3
+
+import pytest
+import torch
+
+from mixlab.results import ResultsStore, summarize
+from mixlab.train import TrainConfig, Trainer
+from mixlab.train.engine import lr_factor
+
+SMALL = dict(dataset="digits", model="cnn11", epochs=3, batch_size=64, lr=0.05, milestones=(2,),
+             model_kwargs={"width": 0.25}, crop_padding=1, flip=False)
+
+
+def state_of(trainer):
+    return {k: v.clone() for k, v in trainer.model.state_dict().items()}
+
+
+@pytest.mark.parametrize("method", ["mixup", "cutmix", "manifold"])
+def test_same_seed_same_numbers(tmp_path, method):
+    a = Trainer(TrainConfig(method=method, **SMALL), out=tmp_path / "a", progress=False).run()
+    b = Trainer(TrainConfig(method=method, **SMALL), out=tmp_path / "b", progress=False).run()
+    assert a["test_error"] == b["test_error"]
+    assert [h["train_loss"] for h in a["history"]] == [h["train_loss"] for h in b["history"]]
+    c = Trainer(TrainConfig(method=method, seed=1, **SMALL), out=tmp_path / "c", progress=False).run()
+    assert [h["train_loss"] for h in c["history"]] != [h["train_loss"] for h in a["history"]]
+
+
+def test_resume_equals_uninterrupted(tmp_path):
+    config = TrainConfig(method="mixup", **SMALL)
+    full = Trainer(config, out=tmp_path / "full", progress=False)
+    full_result = full.run()
+
+    # run 1 epoch "then get killed": a config with the same identity, stopped after one epoch
+    part = Trainer(config, out=tmp_path / "part", progress=False, store=False)
+    part.setup()
+    part.train_epoch(0)
+    part.history.append({"epoch": 1, "train_loss": None})
+    part.save_checkpoint(0)
+    resumed = Trainer(config, out=tmp_path / "part", progress=False)
+    result = resumed.run(resume=True)
+    assert resumed.start_epoch == 1
+    for k, v in state_of(full).items():
+        assert torch.equal(v, resumed.model.state_dict()[k]), k
+    assert result["test_error"] == full_result["test_error"]
+
+
+def test_checkpoint_from_other_config_refused(tmp_path):
+    first = Trainer(TrainConfig(method="erm", **SMALL), out=tmp_path, progress=False)
+    first.run()
+    other = Trainer(TrainConfig(method="erm", **{**SMALL, "lr": 0.01}), out=tmp_path, progress=False)
+    other.run_dir = first.run_dir  # point it at the first run's checkpoint
+    other.setup()
+    with pytest.raises(RuntimeError, match="another configuration"):
+        other.load_checkpoint()
+
+
+def test_results_store_rows_and_summary(tmp_path):
+    for seed in (0, 1):
+        Trainer(TrainConfig(method="erm", seed=seed, **SMALL), out=tmp_path, progress=False).run()
+    store = ResultsStore(tmp_path)
+    runs = store.runs(method="erm")
+    assert len(runs) == 2 and {r["seed"] for r in runs} == {0, 1}
+    assert runs[0]["versions"]["torch"] == torch.__version__
+    assert runs[0]["config"]["lr"] == 0.05 and runs[0]["metrics"]["history"]
+    (row,) = summarize(runs, keys=("method",))
+    errors = [r["test_error"] for r in runs]
+    assert row["trials"] == 2 and row["mean_error"] == pytest.approx(sum(errors) / 2)
+    assert row["std_error"] == pytest.approx(abs(errors[0] - errors[1]) / 2 ** 0.5)
+    with sqlite3.connect(tmp_path / "results.db") as db:
+        assert db.execute("SELECT count(*) FROM runs").fetchone()[0] == 2
+
+
+def test_lr_schedules():
+    c = TrainConfig(epochs=100, milestones=(50, 75))
+    assert [lr_factor(c, e) for e in (0, 49, 50, 74, 75, 99)] == pytest.approx([1, 1, 0.1, 0.1, 0.01, 0.01])
+    c = TrainConfig(epochs=10, schedule="cosine")
+    assert lr_factor(c, 0) == 1 and lr_factor(c, 5) == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="unknown schedule"):
+        lr_factor(TrainConfig(schedule="step"), 0)
+
+
+def test_bad_configs_are_clear(tmp_path):
+    with pytest.raises(KeyError, match="unknown model 'cnn12'"):
+        Trainer(TrainConfig(model="cnn12"), out=tmp_path)
+    with pytest.raises(KeyError, match="unknown dataset"):
+        Trainer(TrainConfig(dataset="imagenet"), out=tmp_path)
+    with pytest.raises(ValueError, match="batch_size must be >= 2"):
+        Trainer(TrainConfig(batch_size=1), out=tmp_path)
+    with pytest.raises(ValueError, match="alpha must be > 0"):
+        Trainer(TrainConfig(method="mixup", method_kwargs={"alpha": 0}, **{**SMALL, "epochs": 1}), out=tmp_path,
+                progress=False).run()
+
+
+def test_learning_happens(tmp_path):
+    r = Trainer(TrainConfig(method="erm", **{**SMALL, "epochs": 6, "milestones": (5,)}), out=tmp_path,
+                progress=False).run()
+    assert r["test_error"] < 30  # 10 classes: chance is 90 %
+    assert r["history"][-1]["train_loss"] < r["history"][0]["train_loss"]
