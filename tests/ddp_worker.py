@@ -28,7 +28,8 @@ def save(obj, name):
 
 
 # ---------------------------------------------------------------------------------------------- 1. methods
-methods = ["erm", "mixup", "cutmix", "manifold"] + [m for m in ("alignmix", "multimix") if m in METHODS]
+methods = ["erm", "mixup", "cutmix", "bc", "manifold"] + [m for m in ("alignmix", "multimix", "automix")
+                                                         if m in METHODS]
 for method in methods:
     trainer = Trainer(TrainConfig(method=method, **SMALL), out=OUT / "methods", progress=False)
     result = trainer.run()
