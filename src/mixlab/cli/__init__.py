@@ -13,6 +13,7 @@ COMMANDS = (
     "mixlab.cli.show",
     "mixlab.cli.methods",
     "mixlab.cli.data",
+    "mixlab.cli.perf",
 )
 
 

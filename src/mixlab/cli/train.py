@@ -3,6 +3,15 @@ from __future__ import annotations
 
 from .common import add_common, apply_threads, parse_kv, print_json
 
+GPU_FLAGS = ("channels_last", "bf16", "compile")
+
+
+def add_gpu_flags(p) -> None:
+    """The GPU-path switches (all off by default; they work on CPU too). Multi-GPU: launch with torchrun."""
+    p.add_argument("--channels-last", action="store_true", default=None, help="NHWC memory format (GPU path)")
+    p.add_argument("--bf16", action="store_true", default=None, help="bfloat16 autocast for forward passes")
+    p.add_argument("--compile", action="store_true", default=None, help="torch.compile the model's stages")
+
 JSON_KEYS = ("run_id", "method", "dataset", "model", "seed", "epochs", "test_error", "test_top5_error",
              "train_seconds", "samples_per_second", "train_size", "test_set", "device", "protocol")
 
@@ -27,6 +36,7 @@ def add_parser(sub) -> None:
     p.add_argument("--test-limit", type=int, default=None, help="evaluate on the first N test images only")
     p.add_argument("--eval-every", type=int, default=None)
     p.add_argument("--seed", type=int, default=0)
+    add_gpu_flags(p)
     p.add_argument("--resume", action="store_true", help="continue from the run's last checkpoint")
     p.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     p.add_argument("--no-progress", action="store_true")
@@ -44,7 +54,7 @@ def build_config(args):
         method_kwargs.update(get_protocol(args.protocol).method_kwargs.get(args.method, {}))
         fields["protocol"] = args.protocol
     for name in ("dataset", "model", "subset_per_class", "epochs", "batch_size", "lr", "weight_decay", "schedule",
-                 "milestones", "crop_padding", "flip", "test_limit", "eval_every"):
+                 "milestones", "crop_padding", "flip", "test_limit", "eval_every", *GPU_FLAGS):
         value = getattr(args, name)
         if value is not None:
             fields[name] = value
@@ -61,8 +71,11 @@ def run(args) -> int:
 
     apply_threads(args)
     config = build_config(args)
-    result = make_trainer(config, out=args.out, data_dir=args.data_dir,
-                     progress=False if args.no_progress else None).run(resume=args.resume)
+    trainer = make_trainer(config, out=args.out, data_dir=args.data_dir,
+                           progress=False if args.no_progress else None)
+    result = trainer.run(resume=args.resume)
+    if not trainer.is_main:  # under torchrun, rank 0 reports
+        return 0
     top5 = result["test_top5_error"]
     print(f"{result['method']} on {result['dataset']} ({result['model']}, seed {result['seed']}): "
           f"test error {result['test_error']:.2f}%" + (f", top-5 {top5:.2f}%" if top5 is not None else "")

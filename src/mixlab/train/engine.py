@@ -25,6 +25,7 @@ from ..data.augment import BatchAugment
 from ..data.subsets import per_class_indices
 from ..methods.base import Method, as_targets, derive_seed, multilabel_bce, soft_cross_entropy
 from ..registry import DATASETS, METHODS, MODELS
+from . import distributed as ddp
 
 
 @dataclass
@@ -54,15 +55,42 @@ class TrainConfig:
     device: str = "cpu"
     protocol: str | None = None
     eval_every: int = 0  # evaluate every N epochs (0: only at the end)
+    # GPU path (all off by default: the fp32 path is unchanged)
+    channels_last: bool = False  # NHWC memory format for the model and its training batches
+    bf16: bool = False  # bfloat16 autocast around forward passes (training and evaluation)
+    compile: bool = False  # torch.compile every stage / child module of the model (in place)
+    world_size: int = 1  # processes training together; set from torchrun's WORLD_SIZE by the Trainer
 
     def identity(self) -> dict:
         d = dataclasses.asdict(self)
         d["milestones"] = list(d["milestones"])
+        for name, default in _OPTIONAL_IDENTITY.items():  # keep the run ids of default runs as they were
+            if d[name] == default:
+                del d[name]
         return d
 
     def run_id(self) -> str:
         blob = json.dumps(self.identity(), sort_keys=True, default=str).encode()
         return f"{self.method}-{self.dataset}-{self.model}-s{self.seed}-{hashlib.sha1(blob).hexdigest()[:10]}"
+
+
+_OPTIONAL_IDENTITY = {"channels_last": False, "bf16": False, "compile": False, "world_size": 1}
+
+
+def compile_model(model: nn.Module, **kwargs) -> nn.Module:
+    """``torch.compile`` a model in place, one child at a time (every stage of a StagedNet, its head, ...).
+
+    Compiling the children rather than ``model.forward`` keeps the staged interface fast too: methods that run
+    ``forward_features`` / ``pool`` / ``head`` piece by piece still call compiled modules. State-dict keys
+    are unchanged. ``kwargs`` go to :meth:`torch.nn.Module.compile` (e.g. ``backend``, ``mode``).
+    """
+    parts: list[nn.Module] = []
+    for child in model.children():
+        parts.extend(child.values() if isinstance(child, nn.ModuleDict)
+                     else child if isinstance(child, nn.ModuleList) else [child])
+    for m in parts or [model]:
+        m.compile(**kwargs)
+    return model
 
 
 def resolve_device(name: str) -> torch.device:
@@ -132,6 +160,12 @@ class Trainer:
             raise ValueError(f"epochs must be >= 1, got {config.epochs}")
         if config.batch_size < 2:
             raise ValueError(f"batch_size must be >= 2 to mix, got {config.batch_size}")
+        world = ddp.env_world_size()
+        if config.world_size == 1 and world > 1:  # launched by torchrun: the run id records the world size
+            config = dataclasses.replace(config, world_size=world)
+        if config.world_size != world:
+            raise RuntimeError(f"the configuration is for {config.world_size} processes but {world} were launched; "
+                               f"use torchrun --nproc-per-node {config.world_size}")
         self.config = config
         self.out = Path(out)
         self.data_dir = data_dir
@@ -139,7 +173,9 @@ class Trainer:
         self.store = store
         self.run_id = config.run_id()
         self.run_dir = self.out / "runs" / self.run_id
-        self.device = resolve_device(config.device)
+        self.device = ddp.init_distributed(resolve_device(config.device))
+        self.rank, self.world_size = ddp.get_rank(), ddp.get_world_size()
+        self.is_main = self.rank == 0
 
     # ------------------------------------------------------------------------------------------ set-up
     def setup(self) -> None:
@@ -148,6 +184,8 @@ class Trainer:
         self.load_data()
         torch.manual_seed(derive_seed(c.seed, "init"))
         self.model = self.build_model()
+        if c.channels_last:
+            self.model.to(memory_format=torch.channels_last)
         self.method: Method = METHODS.create(c.method, num_classes=self.num_classes, seed=c.seed,
                                              check_inputs=False, **c.method_kwargs).to(self.device)
         if self.method.needs_stages and not hasattr(self.model, "forward_features"):
@@ -162,6 +200,12 @@ class Trainer:
             self.optimizer = torch.optim.Adam(params, lr=c.lr, weight_decay=c.weight_decay)
         else:
             raise ValueError(f"unknown optimizer {c.optimizer!r}; use sgd or adam")
+        if c.compile:
+            compile_model(self.model)
+        # under torchrun: DDP wraps model + method as one step, so methods keep the plain staged model
+        self.ddp_step = None
+        if self.world_size > 1:
+            self.ddp_step = ddp.wrap_ddp(self.model, self.method, self.loss_fn, self.device)
         self.start_epoch = 0
         self.history: list[dict] = []
         self.train_seconds = 0.0
@@ -201,6 +245,25 @@ class Trainer:
         """Test metrics; keys at least ``test_error`` and ``test_top5_error`` (percent or None)."""
         return evaluate(self.model, self.x_test, self.y_test, self.augment)
 
+    def autocast(self):
+        """The forward-pass autocast context (bf16 when ``config.bf16``, else a no-op)."""
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.config.bf16)
+
+    def step_loss(self, x: Tensor, targets: Tensor) -> Tensor:
+        """The method's training loss on one batch (through DDP under torchrun)."""
+        with self.autocast():
+            if getattr(self, "ddp_step", None) is not None:
+                return self.ddp_step(x, targets)
+            return self.method.training_loss(self.model, x, targets, self.loss_fn)
+
+    def evaluate_main(self) -> dict:
+        """:meth:`evaluate` on rank 0 (all ranks hold the same parameters), its metrics on every rank."""
+        metrics = None
+        if self.is_main:
+            with self.autocast():
+                metrics = self.evaluate()
+        return ddp.broadcast_object(metrics)
+
     # ----------------------------------------------------------------------------------- checkpoints
     @property
     def checkpoint_path(self) -> Path:
@@ -213,7 +276,11 @@ class Trainer:
                      "history": self.history, "train_seconds": self.train_seconds}, self.checkpoint_path)
 
     def load_checkpoint(self) -> bool:
-        if not self.checkpoint_path.exists():
+        ddp.barrier()  # rank 0 has finished writing
+        found = self.checkpoint_path.exists()
+        if ddp.broadcast_object(found) != found:
+            raise RuntimeError(f"{self.checkpoint_path} is not visible to every process; use a shared folder")
+        if not found:
             return False
         state = torch.load(self.checkpoint_path, map_location=self.device, weights_only=False)
         if state["config"] != self.config.identity():
@@ -230,21 +297,27 @@ class Trainer:
         c, dev = self.config, self.device
         for group in self.optimizer.param_groups:
             group["lr"] = c.lr * lr_factor(c, epoch)
-        torch.manual_seed(derive_seed(c.seed, epoch, "torch"))
-        self.method.reseed(derive_seed(c.seed, epoch, "method"))
+        rank = (self.rank,) if self.world_size > 1 else ()  # each process its own random streams
+        torch.manual_seed(derive_seed(c.seed, epoch, "torch", *rank))
+        self.method.reseed(derive_seed(c.seed, epoch, "method", *rank))
         data_gen = torch.Generator().manual_seed(derive_seed(c.seed, epoch, "data"))
         n = self.x_train.shape[0]
         order = torch.randperm(n, generator=data_gen).to(dev)
+        if self.world_size > 1:  # same permutation everywhere, each rank its shard (as DistributedSampler)
+            order = ddp.shard_indices(order, self.rank, self.world_size)
+            data_gen.manual_seed(derive_seed(c.seed, epoch, "data", self.rank))
         self.model.train()
         self.method.train()
         total = torch.zeros((), device=dev)
         steps = 0
-        for start in range(0, n, c.batch_size):
+        for start in range(0, order.numel(), c.batch_size):
             idx = order[start:start + c.batch_size]
             if idx.numel() < 2:  # a final batch of one cannot be mixed
                 continue
             x = self.train_batch(idx, data_gen)
-            loss = self.method.training_loss(self.model, x, self.t_train[idx], self.loss_fn)
+            if c.channels_last and x.dim() == 4:
+                x = x.contiguous(memory_format=torch.channels_last)
+            loss = self.step_loss(x, self.t_train[idx])
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
@@ -257,30 +330,34 @@ class Trainer:
 
         self.setup()
         c = self.config
-        if resume and self.load_checkpoint():
+        if resume and self.load_checkpoint() and self.is_main:
             print(f"resuming {self.run_id} from epoch {self.start_epoch}", file=sys.stderr)
         bar = tqdm(range(self.start_epoch, c.epochs), initial=self.start_epoch, total=c.epochs,
-                   desc=f"{c.method} s{c.seed}", disable=None if self.progress is None else not self.progress,
+                   desc=f"{c.method} s{c.seed}",
+                   disable=not self.is_main or (None if self.progress is None else not self.progress),
                    leave=False, dynamic_ncols=True)
         try:
             for epoch in bar:
                 t0 = time.perf_counter()
                 loss = self.train_epoch(epoch)
-                loss_value = float(loss)  # one sync per epoch
+                ddp.broadcast_buffers(self.model)  # BN statistics as rank 0's: every rank holds the same state
+                loss_value = float(ddp.all_reduce_mean(loss))  # one sync per epoch
                 self.train_seconds += time.perf_counter() - t0
                 record = {"epoch": epoch + 1, "train_loss": loss_value, "lr": self.optimizer.param_groups[0]["lr"]}
                 if c.eval_every and (epoch + 1) % c.eval_every == 0 and epoch + 1 < c.epochs:
-                    record.update(self.evaluate())
+                    record.update(self.evaluate_main())
                 self.history.append(record)
-                self.save_checkpoint(epoch)
+                if self.is_main:
+                    self.save_checkpoint(epoch)
                 bar.set_postfix(loss=f"{loss_value:.3f}")
         except KeyboardInterrupt:
-            print(f"\ninterrupted; the last finished epoch is saved in {self.checkpoint_path}. "
-                  f"Run the same command with --resume to continue.", file=sys.stderr)
+            if self.is_main:
+                print(f"\ninterrupted; the last finished epoch is saved in {self.checkpoint_path}. "
+                      f"Run the same command with --resume to continue.", file=sys.stderr)
             raise
         finally:
             bar.close()
-        metrics = self.evaluate()
+        metrics = self.evaluate_main()
         samples = len(self.x_train) * c.epochs
         result = {"run_id": self.run_id, "method": c.method, "dataset": c.dataset, "model": c.model,
                   "seed": c.seed, "epochs": c.epochs, "protocol": c.protocol, **metrics,
@@ -288,7 +365,9 @@ class Trainer:
                   "samples_per_second": samples / self.train_seconds if self.train_seconds else None,
                   "train_size": len(self.x_train), "test_set": self.test_data.note,
                   "device": str(self.device), "history": self.history}
-        if self.store:
+        if self.world_size > 1:
+            result["world_size"] = self.world_size
+        if self.store and self.is_main:
             from ..results import ResultsStore
 
             ResultsStore(self.out).add_run(result, c.identity())

@@ -1,0 +1,115 @@
+"""Run by tests/test_distributed.py under ``torchrun --nproc-per-node 2`` (gloo): writes per-rank results to OUT.
+
+1. Train several methods (input and feature mixers) for one epoch with the real Trainer; save each rank's
+   parameters.
+2. ``gather_global`` inside a DDP module: a minimal embedding interpolation over the global batch; save what
+   each rank saw and its DDP-averaged gradient, plus the single-process reference gradient.
+3. Resume under DDP: an interrupted run resumed from its checkpoint vs an uninterrupted one.
+"""
+import json
+import sys
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from mixlab.registry import METHODS
+from mixlab.train import TrainConfig, Trainer
+from mixlab.train.distributed import gather_global, get_rank, get_world_size, local_rows
+
+torch.set_num_threads(1)
+OUT = Path(sys.argv[1])
+SMALL = dict(dataset="digits", model="cnn11", model_kwargs={"width": 0.25}, batch_size=32, lr=0.05, epochs=1)
+
+
+def save(obj, name):
+    torch.save(obj, OUT / f"{name}_r{get_rank()}.pt")
+
+
+# ---------------------------------------------------------------------------------------------- 1. methods
+methods = ["erm", "mixup", "cutmix", "bc", "manifold"] + [m for m in ("alignmix", "multimix", "automix")
+                                                         if m in METHODS]
+for method in methods:
+    trainer = Trainer(TrainConfig(method=method, **SMALL), out=OUT / "methods", progress=False)
+    result = trainer.run()
+    init = Trainer(TrainConfig(method=method, **SMALL), out=OUT / "unused", progress=False, store=False)
+    init.setup()  # the initial parameters (identical on every rank: same init seed)
+    save({"params": {k: v.detach().clone() for k, v in trainer.model.named_parameters()},
+          "init": {k: v.detach().clone() for k, v in init.model.named_parameters()},
+          "result": {k: result[k] for k in ("test_error", "world_size")}}, f"method_{method}")
+
+
+# ------------------------------------------------------------------------------------------ 2. gather_global
+def local_x(rank, b=4, d=3):
+    return torch.randn(b, d, generator=torch.Generator().manual_seed(100 + rank))
+
+
+def mixing_weights(rank, n_mix=5, n_global=8):
+    g = torch.Generator().manual_seed(200 + rank)  # each rank its own interpolation weights over the global set
+    gamma = torch._standard_gamma(torch.ones(n_mix, n_global), generator=g)
+    return gamma / gamma.sum(-1, keepdim=True)  # Dirichlet(1) rows
+
+
+class Embed(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.w = nn.Parameter(torch.randn(3, 2, generator=torch.Generator().manual_seed(7)))
+
+    def forward(self, x, lam):
+        z = gather_global(x @ self.w)  # (world * B, 2): every rank's embeddings
+        self.seen = z.detach().clone()
+        z_mix = lam @ z  # interpolate over the global batch
+        return (z_mix.sin() ** 2).sum()
+
+
+rank, world = get_rank(), get_world_size()
+embed = Embed()
+ddp_embed = nn.parallel.DistributedDataParallel(embed)
+loss = ddp_embed(local_x(rank), mixing_weights(rank))
+loss.backward()  # DDP averages w.grad over ranks
+
+# single-process reference: the mean over ranks of each rank's loss on the concatenated global batch
+ref = Embed()
+x_all = torch.cat([local_x(r) for r in range(world)])
+ref_loss = sum((((mixing_weights(r) @ (x_all @ ref.w)).sin() ** 2).sum()) for r in range(world)) / world
+ref_loss.backward()
+# what a gather without gradient routing (other ranks' rows detached) would give, for contrast
+naive = Embed()
+z_all = x_all @ naive.w
+own = torch.zeros(world * 4, 1, dtype=torch.bool)
+own[local_rows(4)] = True
+z_naive = torch.where(own, z_all, z_all.detach())
+naive_loss = ((mixing_weights(rank) @ z_naive).sin() ** 2).sum()
+naive_loss.backward()
+naive_grad = naive.w.grad.clone()
+dist.all_reduce(naive_grad)
+save({"seen": embed.seen, "expected_seen": x_all @ ref.w.detach(), "grad": embed.w.grad.clone(),
+      "ref_grad": ref.w.grad.clone(), "naive_grad": naive_grad / world}, "gather")
+
+
+# ----------------------------------------------------------------------------------------------- 3. resume
+class Interrupted(Trainer):
+    def train_epoch(self, epoch):
+        if epoch == 1:
+            raise KeyboardInterrupt
+        return super().train_epoch(epoch)
+
+
+config = TrainConfig(method="mixup", **dict(SMALL, epochs=2))
+whole = Trainer(config, out=OUT / "whole", progress=False)
+whole.run()
+try:
+    Interrupted(config, out=OUT / "resumed", progress=False).run()
+except KeyboardInterrupt:
+    pass
+resumed = Trainer(config, out=OUT / "resumed", progress=False)
+resumed_result = resumed.run(resume=True)
+save({"whole": {k: v.clone() for k, v in whole.model.state_dict().items()},
+      "resumed": {k: v.clone() for k, v in resumed.model.state_dict().items()},
+      "start_epoch": resumed.start_epoch, "whole_error": whole.evaluate()["test_error"],
+      "resumed_error": resumed_result["test_error"]}, "resume")
+if rank == 0:
+    (OUT / "done.json").write_text(json.dumps({"world": world, "methods": methods}))
+dist.barrier()
+dist.destroy_process_group()
