@@ -13,6 +13,8 @@ COMMANDS = (
     "mixlab.cli.show",
     "mixlab.cli.methods",
     "mixlab.cli.data",
+    "mixlab.cli.opttrans",
+    "mixlab.cli.bench_ot",
 )
 
 
