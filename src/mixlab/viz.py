@@ -71,3 +71,62 @@ def line_plot(series: dict[str, tuple[list[float], list[float]]], path: str | Pa
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def alignment_figure(x1: Tensor, x2: Tensor, r: Tensor, grid: tuple[int, int], path: str | Path,
+                     title: str = "") -> Path:
+    """Two images side by side with a line from each feature position of the first to its best match in the
+    second (line opacity = assignment weight), and the assignment matrix ``R`` (r x r) as a heat map."""
+    plt = _plt()
+    h, w = int(grid[0]), int(grid[1])
+    img_h, img_w = x1.shape[-2], x1.shape[-1]
+    fig, (ax, axr) = plt.subplots(1, 2, figsize=(10, 4.2), gridspec_kw={"width_ratios": [2, 1]})
+    cmap = "gray" if x1.shape[0] == 1 else None
+    both = torch.cat([x1, x2], -1)
+    ax.imshow(to_image(both), cmap=cmap, vmin=0, vmax=1)
+    cy = (torch.arange(h, dtype=torch.float32) + 0.5) * img_h / h - 0.5
+    cx = (torch.arange(w, dtype=torch.float32) + 0.5) * img_w / w - 0.5
+    ys, xs = torch.meshgrid(cy, cx, indexing="ij")
+    ys, xs = ys.flatten(), xs.flatten()
+    r = r.detach().float().cpu()
+    best = r.argmax(1)
+    for i in range(r.shape[0]):
+        j = int(best[i])
+        ax.plot([xs[i], xs[j] + img_w], [ys[i], ys[j]], color="tab:red", lw=1.2, alpha=float(r[i, j].clamp(0.15, 1)))
+    ax.scatter(xs, ys, s=8, c="tab:blue")
+    ax.scatter(xs + img_w, ys, s=8, c="tab:green")
+    ax.set_xticks([]), ax.set_yticks([])
+    ax.set_title("positions of image 1 -> best match in image 2", fontsize=9)
+    im = axr.imshow(r.numpy(), cmap="viridis", vmin=0, vmax=1)
+    axr.set_xlabel("position j (image 2)"), axr.set_ylabel("position i (image 1)")
+    axr.set_title("R = r P*", fontsize=9)
+    fig.colorbar(im, ax=axr, fraction=0.046)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def weights_figure(lam: Tensor, t_mix: Tensor, classes: list[str], path: str | Path, title: str = "",
+                   columns: int = 40) -> Path:
+    """Mixing weights (examples x mixed examples) and the mixed targets (classes x mixed examples)."""
+    plt = _plt()
+    lam, t_mix = lam[:, :columns].float().cpu(), t_mix[:columns].float().cpu()
+    fig, (a0, a1) = plt.subplots(2, 1, figsize=(8, 6))
+    a0.imshow(lam.numpy(), aspect="auto", cmap="magma")
+    a0.set_ylabel("batch example"), a0.set_title("weights Lambda (columns sum to 1)", fontsize=9)
+    a1.imshow(t_mix.t().numpy(), aspect="auto", cmap="magma")
+    a1.set_yticks(range(len(classes)), classes, fontsize=7)
+    a1.set_xlabel("mixed example"), a1.set_title("mixed targets Y Lambda", fontsize=9)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

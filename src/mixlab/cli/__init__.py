@@ -14,6 +14,8 @@ COMMANDS = (
     "mixlab.cli.methods",
     "mixlab.cli.data",
     "mixlab.cli.perf",
+    "mixlab.cli.opttrans",
+    "mixlab.cli.bench_ot",
 )
 
 

@@ -8,6 +8,12 @@ METHODS.register("mixup", M + "mixup:Mixup", "Mixup, Zhang et al. 2018")
 METHODS.register("cutmix", M + "cutmix:CutMix", "CutMix with area-corrected lambda, Yun et al. 2019")
 METHODS.register("bc", M + "bc:BetweenClass", "Between-Class learning (BC; plus=True for BC+), Tokozume et al. 2018")
 METHODS.register("manifold", M + "mixup:ManifoldMixup", "Manifold Mixup, Verma et al. 2019", aliases=("manifold-mixup",))
+METHODS.register("opttransmix", M + "opttransmix:OptTransMix", "OptTransMix: Wasserstein barycenters, Zhu et al. 2020")
+METHODS.register("opttransmix+mixup", M + "opttransmix:OptTransMixMixup", "OptTransMix + Mixup (AutoMix Table 4)")
+METHODS.register("opttransmix+bc", M + "opttransmix:OptTransMixBC", "OptTransMix + BC (AutoMix Table 4)")
+METHODS.register("alignmix", M + "alignmix:AlignMixup", "AlignMixup, Venkataramanan et al. 2022", aliases=("alignmixup",))
+METHODS.register("multimix", M + "multimix:MultiMix", "MultiMix, Venkataramanan et al. 2023")
+METHODS.register("dense-multimix", M + "multimix:DenseMultiMix", "Dense MultiMix, Venkataramanan et al. 2023")
 
 __all__ = ["METHODS", "Method", "InputMixer", "ERM", "MixInfo", "as_targets", "interpolate", "soft_cross_entropy",
            "multilabel_bce"]

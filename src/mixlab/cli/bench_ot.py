@@ -1,0 +1,140 @@
+"""``mixlab bench-ot``: speed and accuracy of the OT solvers and step-time overhead of the OT / embedding methods.
+
+1. Barycenters of ``--pairs`` pairs of 28x28 MNIST digits at ``reg`` (0.004): ours (batched, log domain) vs
+   POT's ``ot.bregman.convolutional_barycenter2d`` looped over the pairs, same run, same threads. Accuracy: L1
+   distance of ours to POT run to convergence (stopThr 1e-7); speed: POT looped at its default stopThr (1e-4)
+   over ours. POT is a benchmark dependency only.
+2. Step time (forward + backward + SGD step) on PreActResNet-18, batch 128, 32x32 inputs: ERM, AlignMixup and
+   MultiMix (n = 1000), interleaved, median of ``--steps`` steps each; ratios against ERM.
+"""
+from __future__ import annotations
+
+import time
+
+from .common import add_common, apply_threads, print_json
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("bench-ot", help="benchmark the OT solvers against POT and the methods' step-time overhead")
+    p.add_argument("--pairs", type=int, default=128)
+    p.add_argument("--reg", type=float, default=0.004)
+    p.add_argument("--tol", type=float, default=1e-4, help="our solver's tolerance (POT's criterion)")
+    p.add_argument("--steps", type=int, default=3, help="timed training steps per method (0: skip part 2)")
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--skip-barycenter", action="store_true")
+    p.add_argument("--json", action="store_true")
+    add_common(p)
+    p.set_defaults(func=run)
+
+
+def barycenter_bench(pairs: int, reg: float, tol: float, data_dir=None, device="cpu") -> dict:
+    import numpy as np
+    import torch
+
+    try:
+        import ot
+    except ImportError as error:  # pragma: no cover
+        raise RuntimeError("bench-ot needs POT for the comparison: pip install pot") from error
+    from ..data import load_dataset
+    from ..ot import convolutional_barycenter
+
+    data = load_dataset("mnist", "test", data_dir)
+    x = data.x[: 2 * pairs, 0].double() / 255.0
+    a = (x / x.sum((1, 2), keepdim=True)).reshape(pairs, 2, 28, 28)
+    g = torch.Generator().manual_seed(0)
+    lam = torch.rand(pairs, generator=g, dtype=torch.float64) * 0.8 + 0.1
+    w = torch.stack([lam, 1 - lam], 1)
+    an, wn = a.numpy(), w.numpy()
+
+    dev = torch.device(device)
+    convolutional_barycenter(a[:2].float().to(dev), w[:2].float().to(dev), reg, tol=tol)  # warm-up
+    t0 = time.perf_counter()
+    ours, info = convolutional_barycenter(a.float().to(dev), w.float().to(dev), reg, tol=tol, log=True)
+    ours = ours.cpu()
+    t_ours = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    for i in range(pairs):
+        ot.bregman.convolutional_barycenter2d(an[i], reg, wn[i], warn=False)
+    t_pot = time.perf_counter() - t0
+    ref = np.stack([ot.bregman.convolutional_barycenter2d(an[i], reg, wn[i], stopThr=1e-7, numItermax=20000,
+                                                          warn=False) for i in range(pairs)])
+    l1 = (ours.double() - torch.from_numpy(ref)).abs().sum((1, 2))
+    return {"pairs": pairs, "reg": reg, "tol": tol, "ours_seconds": t_ours, "pot_seconds": t_pot,
+            "speedup": t_pot / t_ours, "l1_max": float(l1.max()), "l1_mean": float(l1.mean()),
+            "iterations_mean": float(info["niter"].float().mean()), "iterations_max": int(info["niter"].max())}
+
+
+def step_bench(steps: int, batch_size: int, device="cpu") -> dict:
+    import statistics
+
+    import torch
+
+    from ..models import MODELS
+    from ..registry import METHODS
+
+    dev = torch.device(device)
+    torch.manual_seed(0)
+    x = torch.randn(batch_size, 3, 32, 32, device=dev)
+    t = torch.nn.functional.one_hot(torch.randint(10, (batch_size,)), 10).float().to(dev)
+    names = ("erm", "alignmix", "multimix")
+    runs = {}
+    for name in names:
+        model = MODELS.create("preactresnet18", num_classes=10).to(dev)
+        method = METHODS.create(name, num_classes=10, seed=0, check_inputs=False).to(dev)
+        opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+        runs[name] = (model, method, opt)
+    times = {n: [] for n in names}
+
+    def step(name):
+        model, method, opt = runs[name]
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        loss = method.training_loss(model, x, t)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        float(loss.detach())
+        return time.perf_counter() - t0
+
+    for name in names:  # warm-up
+        step(name)
+    for _ in range(steps):  # interleaved, so load on the machine hits all methods alike
+        for name in names:
+            times[name].append(step(name))
+    # AlignMixup: half the steps are input mixup; time both branches and report their mean
+    model, method, opt = runs["alignmix"]
+    branch = {}
+    for p_input, key in ((0.0, "alignmix_aligned"), (1.0, "alignmix_input")):
+        method.p_input = p_input
+        branch[key] = statistics.median(step("alignmix") for _ in range(max(1, steps // 2 + 1)))
+    med = {n: statistics.median(v) for n, v in times.items()}
+    med.update(branch)
+    med["alignmix_expected"] = 0.5 * (branch["alignmix_aligned"] + branch["alignmix_input"])
+    return {"batch_size": batch_size, "steps": steps, "seconds": med,
+            "ratio_vs_erm": {k: v / med["erm"] for k, v in med.items() if k != "erm"}}
+
+
+def run(args) -> int:
+    apply_threads(args)
+    out = {}
+    if not args.skip_barycenter:
+        r = barycenter_bench(args.pairs, args.reg, args.tol, args.data_dir, args.device)
+        out["barycenter"] = r
+        print(f"barycenters of {r['pairs']} pairs of 28x28 digits, reg={r['reg']}:")
+        print(f"  ours (batched, log domain, tol {r['tol']}): {r['ours_seconds']:.3f} s "
+              f"({r['iterations_mean']:.0f} iterations per pair on average, {r['iterations_max']} max)")
+        print(f"  POT convolutional_barycenter2d looped (default stopThr): {r['pot_seconds']:.3f} s")
+        print(f"  speed ratio POT / ours: {r['speedup']:.1f}x  (goal >= 50x)")
+        print(f"  L1 to POT at stopThr 1e-7: max {r['l1_max']:.2e}, mean {r['l1_mean']:.2e}  (limit 1e-3)")
+    if args.steps > 0:
+        s = step_bench(args.steps, args.batch_size, args.device)
+        out["step_time"] = s
+        print(f"step time, PreActResNet-18, batch {s['batch_size']}, median of {s['steps']} steps:")
+        for k, v in s["seconds"].items():
+            ratio = "" if k == "erm" else f"  {s['ratio_vs_erm'][k]:.2f}x ERM"
+            print(f"  {k:<20}{v:8.3f} s{ratio}")
+        print("  limits: alignmix (expected over its two branches) <= 1.2x, multimix <= 1.3x")
+    if args.json:
+        print_json(out)
+    return 0

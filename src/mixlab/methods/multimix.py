@@ -1,0 +1,124 @@
+"""MultiMix and Dense MultiMix (Venkataramanan, Kijak, Amsaleg, Avrithis. NeurIPS 2023).
+
+MultiMix interpolates at the embedding (after pooling, before the classifier). From the ``b`` embeddings
+``Z`` (``d x b``) and targets ``Y`` (``c x b``) of a batch it draws ``n`` weight vectors
+``lambda_k ~ Dir(alpha)`` over all ``m = b`` examples, ``Lambda = (lambda_1 ... lambda_n)`` (``b x n``), and
+trains on ``Z~ = Z Lambda`` (eq. 3) with targets ``Y~ = Y Lambda`` (eq. 4).
+
+Dense MultiMix keeps the ``r`` positions of the last feature map: per position ``j`` it draws ``Lambda^j``,
+re-weights by the attention ``a^j`` of the examples, ``M^j = diag(a^j) Lambda^j`` (eq. 5), normalises each
+column to sum one, ``M^j <- M^j diag(1^T M^j)^-1`` (eq. 6), mixes ``Z~^j = Z^j M^j`` (eq. 7) and
+``Y~^j = Y M^j`` (eq. 8), and gives every position of every mixed example its own loss.
+
+Choices the paper leaves open (ours, stated here):
+
+* loss = ``clean_weight`` x loss on the ``b`` clean examples + mean loss over the ``n`` mixed ones
+  (``clean_weight=1``; 0 trains on mixed examples only); ``alpha = 1``, ``n = 1000``, ``m = b``;
+* attention ``a_i`` = CAM of example ``i`` for its own class (argmax of its target), ReLU'd and normalised to
+  sum one over positions, detached (a weighting, not a learnt path); a position where every example has zero
+  attention falls back to ``Lambda^j``;
+* models with a GAP + linear head use the per-position classifier. Mixing logits with the column-stochastic
+  ``M^j`` equals classifying the mixed features (the head is affine), so the mixing is done on logits;
+* models without one (``gap_linear_head = False``, e.g. cnn11, whose head is flatten + FC layers): the dense
+  mixed feature maps (each position mixed with its own ``M^j``) go through the model's own head as a whole,
+  and the target is the mean of the position targets ``mean_j Y~^j``. Cross-entropy is linear in the target,
+  so this is the per-position loss with one shared prediction per mixed map. Attention comes from Grad-CAM.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .base import Method, check_alpha, soft_cross_entropy
+
+
+def dirichlet_weights(alpha: float, m: int, n: int, generator: torch.Generator, batch: tuple[int, ...] = ()) -> Tensor:
+    """``(*batch, m, n)`` matrices whose columns are drawn from the symmetric ``Dir(alpha)`` on ``m`` points."""
+    g = torch._standard_gamma(torch.full((*batch, n, m), float(alpha)), generator=generator)
+    return (g / g.sum(-1, keepdim=True)).transpose(-2, -1)
+
+
+class MultiMix(Method):
+    """MultiMix: ``n`` Dirichlet-weighted mixtures of the whole batch's embeddings per step.
+
+    Args:
+        n: mixed embeddings per batch (1000).
+        alpha: Dirichlet concentration (1.0).
+        clean_weight: weight of the clean-example loss (1.0; see the module docstring).
+    """
+
+    name = "multimix"
+    needs_stages = True
+
+    def __init__(self, n: int = 1000, alpha: float = 1.0, clean_weight: float = 1.0, num_classes=None, seed=0,
+                 check_inputs=True):
+        super().__init__(num_classes, seed, check_inputs)
+        if int(n) < 1:
+            raise ValueError(f"n (mixed examples per batch) must be >= 1, got {n}")
+        self.n, self.alpha, self.clean_weight = int(n), check_alpha(alpha), float(clean_weight)
+        self.last_weights: Tensor | None = None
+
+    def weights(self, b: int, device, batch: tuple[int, ...] = ()) -> Tensor:
+        lam = dirichlet_weights(self.alpha, b, self.n, self.generator, batch)
+        self.last_weights = lam
+        return lam.to(device, non_blocking=True)
+
+    def training_loss(self, model, x, targets, loss_fn=soft_cross_entropy):
+        z = model.embed(x)  # (b, d)
+        lam = self.weights(z.shape[0], z.device).to(z.dtype)  # Lambda (b, n)
+        z_mix = lam.t() @ z  # eq. 3, as rows: (n, d)
+        t_mix = lam.t() @ targets.to(z.dtype)  # eq. 4
+        loss = loss_fn(model.head(z_mix), t_mix)
+        if self.clean_weight:
+            loss = loss + self.clean_weight * loss_fn(model.head(z), targets)
+        return loss
+
+    def show(self, x01, targets, classes, path, context):
+        """The weights ``Lambda`` of the first mixed examples and their mixed targets."""
+        from ..viz import weights_figure
+
+        lam = dirichlet_weights(self.alpha, x01.shape[0], self.n, self.generator)
+        return weights_figure(lam, lam.t() @ targets.float(), classes, path,
+                              title=f"{self.name}: Dir({self.alpha}) weights over the batch, n={self.n}")
+
+
+class DenseMultiMix(MultiMix):
+    """Dense MultiMix: per-position Dirichlet weights re-weighted by CAM attention, per-position loss.
+
+    Args: as :class:`MultiMix`. See the module docstring for the attention and non-GAP heads.
+    """
+
+    name = "dense-multimix"
+
+    def attention(self, model, fmap: Tensor, targets: Tensor) -> Tensor:
+        """``(b, r)`` non-negative attention, each row summing to one (zero rows stay zero); no gradient."""
+        cam = F.relu(model.cam(fmap.detach(), targets.argmax(1))).flatten(1).detach()
+        return cam / cam.sum(1, keepdim=True).clamp_min(torch.finfo(cam.dtype).tiny)
+
+    def dense_weights(self, att: Tensor, lam: Tensor) -> Tensor:
+        """``M^j`` (r, b, n) from attention ``a`` (b, r) and ``Lambda^j`` (r, b, n), eqs. 5 and 6."""
+        m = att.t()[:, :, None] * lam  # diag(a^j) Lambda^j
+        col = m.sum(1, keepdim=True)
+        return torch.where(col > 0, m / col.clamp_min(torch.finfo(m.dtype).tiny), lam)
+
+    def training_loss(self, model, x, targets, loss_fn=soft_cross_entropy):
+        fmap = model.forward_features(x)  # (b, d, h, w)
+        b, r = fmap.shape[0], fmap.shape[2] * fmap.shape[3]
+        t = targets.to(fmap.dtype)
+        m = self.dense_weights(self.attention(model, fmap, targets),
+                               self.weights(b, fmap.device, (r,)).to(fmap.dtype))  # (r, b, n)
+        t_mix = torch.einsum("jik,ic->kjc", m, t)  # eq. 8: (n, r, c)
+        if model.gap_linear_head:
+            pos = model.position_logits(fmap)  # (b, r, c): the head at each position
+            logits = torch.einsum("jik,ijc->kjc", m, pos)  # = head(Z^j M^j), eq. 7, since columns sum to one
+            loss = loss_fn(logits.reshape(-1, logits.shape[-1]), t_mix.reshape(-1, t_mix.shape[-1]))
+            clean = model.head(model.pool(fmap))
+        else:
+            z = fmap.flatten(2)  # (b, d, r)
+            z_mix = torch.einsum("jik,idj->kdj", m, z).reshape(-1, *fmap.shape[1:])  # eq. 7 per position
+            loss = loss_fn(model.head(model.pool(z_mix)), t_mix.mean(1))
+            clean = model.head(model.pool(fmap))
+        if self.clean_weight:
+            loss = loss + self.clean_weight * loss_fn(clean, targets)
+        return loss

@@ -1,0 +1,10 @@
+"""Entropic optimal transport, batched, in the log domain (CPU and GPU, any float dtype).
+
+* :func:`convolutional_barycenter`: entropic Wasserstein barycenters of images on a grid (Solomon et al. 2015),
+  the solver behind OptTransMix. ``reg`` means what it means in POT's ``ot.bregman.convolutional_barycenter2d``.
+* :func:`sinkhorn`: entropic transport plans between point clouds (Cuturi 2013), the aligner of AlignMixup.
+"""
+from .barycenter import blur, convolutional_barycenter
+from .sinkhorn import sinkhorn, squared_distances
+
+__all__ = ["convolutional_barycenter", "sinkhorn", "squared_distances", "blur"]

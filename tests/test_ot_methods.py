@@ -1,0 +1,255 @@
+"""OT solvers (closed forms, marginals, POT agreement) and the OT / embedding-space methods."""
+import json
+
+import pytest
+import torch
+
+import mixlab
+from mixlab.methods.alignmix import align
+from mixlab.methods.multimix import dirichlet_weights
+from mixlab.methods.opttransmix import barycenter_images, load_or_build_cache, sample_ratios
+from mixlab.ot import blur, convolutional_barycenter, sinkhorn
+
+
+def blob(cy, cx, size=28, sigma=1.5, dtype=torch.float64):
+    t = torch.arange(size, dtype=dtype)
+    img = torch.exp(-((t[:, None] - cy) ** 2 + (t[None, :] - cx) ** 2) / (2 * sigma ** 2))
+    return img / img.sum()
+
+
+def digits_like(n, seed=0, size=16):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(n, size, size, generator=g, dtype=torch.float64) ** 4
+    return x / x.sum((1, 2), keepdim=True)
+
+
+# ------------------------------------------------------------------------------------ barycenter
+@pytest.mark.parametrize("reg,kernel", [(0.004, "auto"), (0.03, "auto"), (0.004, "axis"), (0.004, "exact")])
+def test_barycenter_of_image_with_itself_is_its_entropic_blur(reg, kernel):
+    a = digits_like(3, size=12)
+    images = torch.stack([a, a], 1)
+    w = torch.tensor([[0.3, 0.7], [0.5, 0.5], [0.9, 0.1]], dtype=torch.float64)
+    bar = convolutional_barycenter(images, w, reg, tol=1e-10, max_iter=3000, kernel=kernel)
+    torch.testing.assert_close(bar, blur(a, reg), atol=1e-6, rtol=0)
+    assert not torch.allclose(bar, a, atol=1e-3), "the entropic barycenter is blurred, not the image itself"
+
+
+def test_weight_one_gives_the_first_image_blurred_and_mass_is_preserved():
+    a = digits_like(4, seed=1, size=12)
+    images = torch.stack([a, a.flip(0)], 1)
+    bar = convolutional_barycenter(images, torch.tensor([1.0, 0.0], dtype=torch.float64), 0.01, tol=1e-9)
+    torch.testing.assert_close(bar, blur(a, 0.01), atol=1e-6, rtol=0)
+    w = torch.tensor([[0.2, 0.8], [0.5, 0.5], [0.7, 0.3], [0.1, 0.9]], dtype=torch.float64)
+    bar = convolutional_barycenter(images, w, 0.004, tol=1e-6)
+    torch.testing.assert_close(bar.sum((1, 2)), torch.ones(4, dtype=torch.float64), atol=1e-6, rtol=0)
+    assert bool((bar >= 0).all())
+
+
+def test_barycenter_of_translated_blobs_is_displaced_not_cross_faded():
+    a, b = blob(14, 7), blob(14, 21)
+    bar = convolutional_barycenter(torch.stack([a, b])[None], torch.tensor([0.5, 0.5]), 0.004, tol=1e-9)[0]
+    cols = torch.arange(28, dtype=torch.float64)
+    centre = float((bar.sum(0) * cols).sum())
+    assert abs(centre - 14.0) < 0.05
+    peak = bar.argmax()
+    assert (int(peak // 28), int(peak % 28)) in [(14, 14), (14, 13), (14, 15)]
+    assert float(bar[14, 7]) < 0.01 * float(bar.max()) and float(bar[14, 21]) < 0.01 * float(bar.max())
+    # with weight 0.75 on the left blob, the mass sits a quarter of the way
+    bar = convolutional_barycenter(torch.stack([a, b])[None], torch.tensor([0.75, 0.25]), 0.004, tol=1e-9)[0]
+    assert abs(float((bar.sum(0) * cols).sum()) - 10.5) < 0.05
+
+
+def test_barycenter_matches_pot_and_is_per_pair_independent():
+    ot = pytest.importorskip("ot")
+    import numpy as np
+
+    a = digits_like(6, seed=2, size=12).reshape(3, 2, 12, 12)
+    w = torch.tensor([[0.2, 0.8], [0.5, 0.5], [0.9, 0.1]], dtype=torch.float64)
+    ours = convolutional_barycenter(a.float(), w.float(), 0.01, tol=1e-7, max_iter=5000)
+    assert ours.dtype == torch.float32
+    for i in range(3):
+        ref = ot.bregman.convolutional_barycenter2d(a[i].numpy(), 0.01, w[i].numpy(), stopThr=1e-8,
+                                                    numItermax=20000, warn=False)
+        assert float((ours[i].double() - torch.from_numpy(np.asarray(ref))).abs().sum()) < 1e-4
+    alone = convolutional_barycenter(a[2:3].float(), w[2:3].float(), 0.01, tol=1e-7, max_iter=5000)
+    torch.testing.assert_close(alone[0], ours[2], atol=1e-6, rtol=0)
+
+
+def test_barycenter_half_precision_and_bad_input():
+    a = digits_like(2, size=12).reshape(1, 2, 12, 12)
+    out = convolutional_barycenter(a.half(), torch.tensor([0.5, 0.5]), 0.01)
+    assert out.dtype == torch.float16 and bool(torch.isfinite(out).all())
+    with pytest.raises(ValueError, match="B, k, H, W"):
+        convolutional_barycenter(a[0], torch.tensor([0.5, 0.5]), 0.01)
+    with pytest.raises(ValueError, match="weights"):
+        convolutional_barycenter(a, torch.tensor([0.2, 0.3, 0.5]), 0.01)
+
+
+# -------------------------------------------------------------------------------------- sinkhorn
+def test_sinkhorn_meets_both_marginals():
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(5, 9, 4, generator=g), torch.randn(5, 13, 4, generator=g)
+    p = sinkhorn(x, y, eps=0.1, max_iter=2000, tol=1e-7)
+    assert p.shape == (5, 9, 13)
+    torch.testing.assert_close(p.sum(2), torch.full((5, 9), 1 / 9), atol=1e-4, rtol=0)
+    torch.testing.assert_close(p.sum(1), torch.full((5, 13), 1 / 13), atol=1e-4, rtol=0)
+    p16 = sinkhorn(x.bfloat16(), y.bfloat16(), eps=0.5)
+    assert p16.dtype == torch.bfloat16 and bool(torch.isfinite(p16.float()).all())
+
+
+def test_aligning_a_permuted_copy_recovers_the_permutation():
+    g = torch.Generator().manual_seed(1)
+    a = torch.randn(3, 8, 4, 4, generator=g)  # (B, C, h, w), r = 16 positions
+    perm = torch.randperm(16, generator=g)
+    a2 = a.flatten(2)[:, :, perm].reshape(a.shape)  # a'_j = a_perm[j]
+    r = align(a, a2, eps=0.01, max_iter=500, tol=0)
+    expected = torch.zeros(16, 16)
+    expected[perm, torch.arange(16)] = 1.0  # a_i matches a'_j where perm[j] = i
+    torch.testing.assert_close(r, expected.expand(3, 16, 16), atol=1e-3, rtol=0)
+
+
+# ------------------------------------------------------------------------------------ opttransmix
+def test_opttransmix_ratios_labels_and_intensity_range():
+    lam = sample_ratios(4000, torch.Generator().manual_seed(0))
+    assert bool((((lam >= 0.1) & (lam <= 0.3)) | ((lam >= 0.7) & (lam <= 0.9))).all())
+    assert 0.45 < float((lam > 0.5).float().mean()) < 0.55
+    g = torch.Generator().manual_seed(0)
+    x = torch.zeros(6, 1, 16, 16)
+    x[:, :, 4:12, 4:12] = torch.rand(6, 1, 8, 8, generator=g)
+    x = x * 2 - 0.5  # a normalised-looking range [-0.5, 1.5]
+    y = torch.tensor([0, 1, 2, 3, 4, 5])
+    mixer = mixlab.create("opttransmix", num_classes=6, reg=0.01, mode="online")
+    x0 = x.clone()
+    x_mix, t = mixer(x, y)
+    assert torch.equal(x, x0)
+    lam, perm = mixer.last.lam, mixer.last.index
+    heavier = torch.where(lam >= 0.5, y, y[perm])
+    assert torch.equal(t.argmax(1), heavier) and torch.equal(t.sum(1), torch.ones(6))
+    lo = lam * x.amin((1, 2, 3)) + (1 - lam) * x[perm].amin((1, 2, 3))
+    hi = lam * x.amax((1, 2, 3)) + (1 - lam) * x[perm].amax((1, 2, 3))
+    torch.testing.assert_close(x_mix.amin((1, 2, 3)), lo, atol=1e-4, rtol=0)
+    torch.testing.assert_close(x_mix.amax((1, 2, 3)), hi, atol=1e-4, rtol=0)
+
+
+def test_opttransmix_cache_is_resumable_and_keyed(tmp_path):
+    g = torch.Generator().manual_seed(0)
+    x = (torch.rand(6, 1, 12, 12, generator=g) ** 3 * 255).to(torch.uint8)
+    y = torch.arange(6)
+    m = mixlab.create("opttransmix", num_classes=6, reg=0.02, per_image=2, chunk=5, max_iter=200)
+    c1 = load_or_build_cache(m, x, y, tmp_path, progress=False)
+    meta = json.loads((c1["folder"] / "meta.json").read_text())
+    assert meta["count"] == 12 and meta["settings"]["reg"] == 0.02 and meta["parts"] == 3
+    assert bool((c1["i"] != c1["j"]).all())
+    # resume: drop a part and the meta, rebuild gives identical content
+    (c1["folder"] / "part-00001.pt").unlink()
+    (c1["folder"] / "meta.json").unlink()
+    c2 = load_or_build_cache(m, x, y, tmp_path, progress=False)
+    assert torch.equal(c1["x"], c2["x"]) and torch.equal(c1["lam"], c2["lam"])
+    expected = barycenter_images(x[c1["i"][:3]].float() / 255, x[c1["j"][:3]].float() / 255, c1["lam"][:3], 0.02,
+                                 max_iter=200, tol=1e-4)
+    assert float((expected * 255 - c1["x"][:3].float()).abs().max()) <= 0.5 + 1e-3
+    m2 = mixlab.create("opttransmix", num_classes=6, reg=0.03, per_image=2, chunk=5, max_iter=200)
+    assert load_or_build_cache(m2, x, y, tmp_path, progress=False)["folder"] != c1["folder"]
+
+
+# ------------------------------------------------------------------------- feature-space methods
+def small_model(name="preactresnet18"):
+    torch.manual_seed(0)
+    if name == "cnn11":
+        return mixlab.create_model("cnn11", num_classes=5, in_channels=1, image_size=16, width=0.1)
+    return mixlab.create_model("preactresnet18", num_classes=5, in_channels=1, width=4)
+
+
+def batch(b=8, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(b, 1, 16, 16, generator=g)
+    return x, torch.nn.functional.one_hot(torch.arange(b) % 5, 5).float()
+
+
+def test_multimix_weights_convex_and_targets_sum_to_one():
+    lam = dirichlet_weights(1.0, 8, 1000, torch.Generator().manual_seed(0))
+    assert lam.shape == (8, 1000) and bool((lam >= 0).all())
+    torch.testing.assert_close(lam.sum(0), torch.ones(1000), atol=1e-5, rtol=0)
+    _, t = batch()
+    torch.testing.assert_close((lam.t() @ t).sum(1), torch.ones(1000), atol=1e-5, rtol=0)
+    assert abs(float(lam.mean()) - 1 / 8) < 0.01  # symmetric Dirichlet: E[lambda_i] = 1 / m
+    dense = mixlab.create("dense-multimix", num_classes=5)
+    att = torch.rand(8, 16)
+    att[:, 3] = 0  # a position with no attention falls back to Lambda
+    m = dense.dense_weights(att / att.sum(1, keepdim=True), dirichlet_weights(1.0, 8, 50, dense.generator, (16,)))
+    torch.testing.assert_close(m.sum(1), torch.ones(16, 50), atol=1e-5, rtol=0)
+
+
+def test_multimix_loss_is_clean_plus_mixed_with_same_weights():
+    model, (x, t) = small_model(), batch()
+    model.eval()
+    method = mixlab.create("multimix", num_classes=5, n=64, seed=3)
+    loss = method.training_loss(model, x, t)
+    lam = method.last_weights
+    z = model.embed(x)
+    ref = mixlab.soft_cross_entropy(model.head(lam.t() @ z), lam.t() @ t) + mixlab.soft_cross_entropy(model(x), t)
+    torch.testing.assert_close(loss, ref)
+
+
+@pytest.mark.parametrize("name", ["alignmix", "multimix", "dense-multimix"])
+@pytest.mark.parametrize("arch", ["preactresnet18", "cnn11"])
+def test_feature_methods_train_and_same_seed_same_loss(name, arch):
+    x, t = batch()
+    losses = []
+    for _ in range(2):
+        model = small_model(arch)
+        model.eval()  # no dropout: the loss depends on the method's generator only
+        method = mixlab.create(name, num_classes=5, seed=7, **({"p_input": 0.0} if name == "alignmix" else {}))
+        loss = method.training_loss(model, x, t)
+        loss.backward()
+        grads = [p.grad for p in model.parameters() if p.grad is not None]
+        assert grads and all(bool(torch.isfinite(g).all()) for g in grads)
+        assert sum(float(g.abs().sum()) for g in grads) > 0
+        losses.append(float(loss.detach()))
+    assert losses[0] == losses[1]
+
+
+def test_alignmix_gradient_flows_through_features_not_plan():
+    model, (x, t) = small_model(), batch()
+    model.eval()
+    method = mixlab.create("alignmix", num_classes=5, seed=1, p_input=0.0)
+    fmap = model.forward_features(x).detach().requires_grad_(True)
+    lam, perm = torch.tensor(0.3), torch.randperm(8, generator=torch.Generator().manual_seed(0))
+    mixed = method.aligned_mix(fmap, perm, lam, direction=1)
+    r = method.last_plan
+    assert not r.requires_grad
+    n = fmap.shape[2] * fmap.shape[3]
+    torch.testing.assert_close(r.sum(1), torch.ones(8, n), atol=1e-4, rtol=0)  # R = r P: columns exact,
+    torch.testing.assert_close(r.sum(2), torch.ones(8, n), atol=0.1, rtol=0)  # rows to the early-stop tolerance
+    (g,) = torch.autograd.grad(mixed.square().sum(), fmap)
+    # with R constant, d/dA of |lam A + (1 - lam) A'R^T|^2 in closed form
+    pa = fmap.detach().flatten(2).transpose(1, 2)
+    m = lam * pa + (1 - lam) * torch.bmm(r, pa[perm])
+    expected = 2 * lam * m
+    expected.index_add_(0, perm, 2 * (1 - lam) * torch.bmm(r.transpose(1, 2), m))
+    torch.testing.assert_close(g.flatten(2).transpose(1, 2), expected, atol=1e-4, rtol=1e-4)
+
+
+def test_dense_multimix_attention_is_detached_and_matches_cam():
+    model, (x, t) = small_model(), batch()
+    method = mixlab.create("dense-multimix", num_classes=5)
+    fmap = model.forward_features(x)
+    att = method.attention(model, fmap, t)
+    assert not att.requires_grad
+    cam = torch.relu(torch.einsum("bc,bchw->bhw", model.head.weight[t.argmax(1)], fmap)).flatten(1)
+    some = cam.sum(1) > 0
+    assert bool(some.any())
+    torch.testing.assert_close(att[some], cam[some] / cam[some].sum(1, keepdim=True), atol=1e-5, rtol=1e-4)
+    assert bool((att[~some] == 0).all())
+
+
+def test_engine_trains_opttransmix_from_cache(tmp_path, data_root):
+    from mixlab.train import TrainConfig, make_trainer
+
+    config = TrainConfig(dataset="mnist", model="cnn11", method="opttransmix+mixup", subset_per_class=3,
+                         test_limit=50, epochs=1, batch_size=10, model_kwargs={"width": 0.1},
+                         method_kwargs={"per_image": 1, "reg": 0.01})
+    result = make_trainer(config, out=tmp_path, data_dir=str(data_root), progress=False).run()
+    assert 0 <= result["test_error"] <= 100
+    folders = list((tmp_path / "cache" / "opttransmix").iterdir())
+    assert len(folders) == 1 and json.loads((folders[0] / "meta.json").read_text())["count"] == 30
