@@ -8,6 +8,12 @@ METHODS.register("mixup", M + "mixup:Mixup", "Mixup, Zhang et al. 2018")
 METHODS.register("cutmix", M + "cutmix:CutMix", "CutMix with area-corrected lambda, Yun et al. 2019")
 METHODS.register("bc", M + "bc:BetweenClass", "Between-Class learning (BC; plus=True for BC+), Tokozume et al. 2018")
 METHODS.register("manifold", M + "mixup:ManifoldMixup", "Manifold Mixup, Verma et al. 2019", aliases=("manifold-mixup",))
+METHODS.register("wordmixup", M + "textmix:WordMixup", "WordMixup: mix word embeddings (text), Guo et al. 2019")
+METHODS.register("sentmixup", M + "textmix:SentMixup", "SentMixup: mix the sentence vector (text), Guo et al. 2019")
+METHODS.register("amp+wordmixup", M + "amp:amp_wordmixup", "AMP on WordMixup, Liu et al. 2021")
+METHODS.register("amp+sentmixup", M + "amp:amp_sentmixup", "AMP on SentMixup, Liu et al. 2021")
+METHODS.register("amp+mixup", M + "amp:amp_mixup", "AMP on input Mixup (new: AMP on images)")
+METHODS.register("amp+manifold", M + "amp:amp_manifold", "AMP on Manifold Mixup (new)")
 
 __all__ = ["METHODS", "Method", "InputMixer", "ERM", "MixInfo", "as_targets", "interpolate", "soft_cross_entropy",
            "multilabel_bce"]
