@@ -177,6 +177,10 @@ class Trainer:
         """Epochs the run loops over (after ``setup``); subclasses that count steps override it."""
         return self.config.epochs
 
+    def samples_seen(self) -> int:
+        """Training examples processed by a full run (for samples_per_second)."""
+        return len(self.x_train) * self.total_epochs()
+
     def load_data(self) -> None:
         """Set ``train_data``, ``test_data``, ``num_classes``, ``x_train``, ``t_train`` (targets), ``x_test``,
         ``y_test`` on the device, and ``loss_fn``."""
@@ -298,7 +302,7 @@ class Trainer:
         finally:
             bar.close()
         metrics = self.evaluate()
-        samples = len(self.x_train) * epochs
+        samples = self.samples_seen()
         result = {"run_id": self.run_id, "method": c.method, "dataset": c.dataset, "model": c.model,
                   "seed": c.seed, "epochs": c.epochs, "protocol": c.protocol, **metrics,
                   "train_seconds": self.train_seconds,

@@ -108,6 +108,10 @@ class TextTrainer(Trainer):
         c = self.config
         return math.ceil(c.max_steps / self.steps_per_epoch) if c.max_steps else c.epochs
 
+    def samples_seen(self) -> int:
+        c, n = self.config, len(self.len_train)
+        return min(c.max_steps * c.batch_size, n * self.total_epochs()) if c.max_steps else n * c.epochs
+
     # ---------------------------------------------------------------------------------------- training
     def train_epoch(self, epoch: int) -> Tensor:
         c, dev = self.config, self.device
