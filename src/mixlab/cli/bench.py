@@ -49,7 +49,31 @@ def run_protocol(protocol, methods, trials, out, data_dir=None, device="cpu", pr
             log(f"  {method} seed {seed}: test error {result['test_error']:.2f}% "
                 f"({result['train_seconds']:.1f} s)")
     runs = [store.get_run(r) for r in run_ids]
-    return summarize(runs, keys=("method",))
+    rows = summarize(runs, keys=("method",))
+    for key, _ in EXTRA_METRICS:  # e.g. text protocols: dev-selected and best-step errors, from the metrics JSON
+        extra = {r["method"]: r for r in summarize([{**r["metrics"], "method": r["method"]} for r in runs],
+                                                   keys=("method",), metric=key)}
+        for row in rows:
+            if row["method"] in extra:
+                row[key] = {k: extra[row["method"]][k] for k in ("mean_error", "std_error", "errors")}
+    return rows
+
+
+#: result keys summarised beside the final test error when runs report them (mixlab.train.text)
+EXTRA_METRICS = (("dev_selected_test_error", "dev-selected"),
+                 ("best_test_error_over_steps", "best step (selected on test)"))
+
+
+def format_extra(rows: list[dict]) -> str:
+    """Mean +- std of the extra metrics, one column each; empty when no run reports them."""
+    present = [(k, label) for k, label in EXTRA_METRICS if any(k in r for r in rows)]
+    if not present:
+        return ""
+    lines = [f"{'method':<22}" + "".join(f"{label:>32}" for _, label in present)]
+    for r in rows:
+        cells = [f"{r[k]['mean_error']:.2f} +- {r[k]['std_error']:.2f}" if k in r else "n/a" for k, _ in present]
+        lines.append(f"{r['method']:<22}" + "".join(f"{c:>32}" for c in cells))
+    return "\n".join(lines)
 
 
 def run(args) -> int:
@@ -76,9 +100,14 @@ def run(args) -> int:
                         False if args.no_progress else None, overrides)
     wall = time.perf_counter() - t0
     print(format_table(rows))
+    extra = format_extra(rows)
+    if extra:
+        print("final-step error above; error % of the same runs selected otherwise:")
+        print(extra)
     print(f"wall time {wall:.1f} s; results in {args.out}/results.db")
     if args.json:
         print_json({"protocol": protocol.name, "trials": trials, "wall_seconds": wall,
                     "methods": {r["method"]: {k: r[k] for k in ("mean_error", "std_error", "errors", "trials",
-                                                                "seeds")} for r in rows}})
+                                                                "seeds", *dict(EXTRA_METRICS)) if k in r}
+                                for r in rows}})
     return 0

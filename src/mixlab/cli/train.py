@@ -35,6 +35,10 @@ def add_parser(sub) -> None:
     p.add_argument("--flip", action="store_true", default=None)
     p.add_argument("--test-limit", type=int, default=None, help="evaluate on the first N test images only")
     p.add_argument("--eval-every", type=int, default=None)
+    p.add_argument("--max-steps", type=int, default=None, help="stop after N optimiser steps (text protocols)")
+    p.add_argument("--eval-steps", type=int, default=None, help="evaluate dev and test every N steps (text)")
+    p.add_argument("--data-arg", action="append", metavar="KEY=VALUE",
+                   help="dataset option, e.g. fold=3, dev_fraction=0.1, ratio=0.03 (repeatable)")
     p.add_argument("--seed", type=int, default=0)
     add_gpu_flags(p)
     p.add_argument("--resume", action="store_true", help="continue from the run's last checkpoint")
@@ -54,7 +58,8 @@ def build_config(args):
         method_kwargs.update(get_protocol(args.protocol).method_kwargs.get(args.method, {}))
         fields["protocol"] = args.protocol
     for name in ("dataset", "model", "subset_per_class", "epochs", "batch_size", "lr", "weight_decay", "schedule",
-                 "milestones", "crop_padding", "flip", "test_limit", "eval_every", *GPU_FLAGS):
+                 "milestones", "crop_padding", "flip", "test_limit", "eval_every", "max_steps", "eval_steps",
+                 *GPU_FLAGS):
         value = getattr(args, name)
         if value is not None:
             fields[name] = value
@@ -62,6 +67,8 @@ def build_config(args):
     fields.setdefault("model", "cnn11")
     method_kwargs.update(parse_kv(args.method_arg))
     model_kwargs = {**fields.pop("model_kwargs", {}), **parse_kv(args.model_arg)}
+    if args.data_arg:
+        fields["data_kwargs"] = {**fields.get("data_kwargs", {}), **parse_kv(args.data_arg)}
     return TrainConfig(method=args.method, seed=args.seed, device=args.device, method_kwargs=method_kwargs,
                        model_kwargs=model_kwargs, **fields)
 

@@ -11,6 +11,16 @@ DATASETS.register("kmnist", D + "load_kmnist", "Kuzushiji-MNIST, test split (Cla
 DATASETS.register("cifar10", D + "load_cifar10", "CIFAR-10 (binary or python batches)", aliases=("cifar-10",))
 DATASETS.register("cifar100", D + "load_cifar100", "CIFAR-100 (python files)", aliases=("cifar-100",))
 DATASETS.register("digits", D + "load_digits", "scikit-learn 8x8 digits (ships with scikit-learn)")
+T = "mixlab.data.text:"
+DATASETS.register("trec", T + "load_trec", "TREC questions, 6 coarse classes (fine labels kept)")
+DATASETS.register("sst1", T + "load_sst1", "Stanford Sentiment Treebank, 5 classes", aliases=("sst-1",))
+DATASETS.register("sst2", T + "load_sst2", "Stanford Sentiment Treebank, binary", aliases=("sst-2",))
+DATASETS.register("subj", T + "load_subj", "SUBJ subjectivity (10-fold CV)")
+DATASETS.register("mr", T + "load_mr", "MR movie reviews (10-fold CV)")
+DATASETS.register("cr", T + "load_cr", "CR customer reviews (10-fold CV)")
+DATASETS.register("mpqa", T + "load_mpqa", "MPQA opinion polarity (10-fold CV)")
+#: datasets trained by mixlab.train.text.TextTrainer
+TEXT_DATASETS = frozenset({"trec", "sst1", "sst2", "subj", "mr", "cr", "mpqa"})
 
 
 def load_dataset(name: str, split: str = "train", root=None, download: bool = True):
@@ -18,4 +28,4 @@ def load_dataset(name: str, split: str = "train", root=None, download: bool = Tr
     return DATASETS.get(name)(split=split, root=root, download=download)
 
 
-__all__ = ["DATASETS", "DatasetFileError", "ImageData", "data_root", "load_dataset"]
+__all__ = ["DATASETS", "TEXT_DATASETS", "DatasetFileError", "ImageData", "data_root", "load_dataset"]

@@ -14,6 +14,12 @@ METHODS.register("opttransmix+bc", M + "opttransmix:OptTransMixBC", "OptTransMix
 METHODS.register("alignmix", M + "alignmix:AlignMixup", "AlignMixup, Venkataramanan et al. 2022", aliases=("alignmixup",))
 METHODS.register("multimix", M + "multimix:MultiMix", "MultiMix, Venkataramanan et al. 2023")
 METHODS.register("dense-multimix", M + "multimix:DenseMultiMix", "Dense MultiMix, Venkataramanan et al. 2023")
+METHODS.register("wordmixup", M + "textmix:WordMixup", "WordMixup: mix word embeddings (text), Guo et al. 2019")
+METHODS.register("sentmixup", M + "textmix:SentMixup", "SentMixup: mix the sentence vector (text), Guo et al. 2019")
+METHODS.register("amp+wordmixup", M + "amp:amp_wordmixup", "AMP on WordMixup, Liu et al. 2021")
+METHODS.register("amp+sentmixup", M + "amp:amp_sentmixup", "AMP on SentMixup, Liu et al. 2021")
+METHODS.register("amp+mixup", M + "amp:amp_mixup", "AMP on input Mixup (new: AMP on images)")
+METHODS.register("amp+manifold", M + "amp:amp_manifold", "AMP on Manifold Mixup (new)")
 
 __all__ = ["METHODS", "Method", "InputMixer", "ERM", "MixInfo", "as_targets", "interpolate", "soft_cross_entropy",
            "multilabel_bce"]

@@ -60,6 +60,10 @@ class TrainConfig:
     bf16: bool = False  # bfloat16 autocast around forward passes (training and evaluation)
     compile: bool = False  # torch.compile every stage / child module of the model (in place)
     world_size: int = 1  # processes training together; set from torchrun's WORLD_SIZE by the Trainer
+    # text protocols (mixlab.train.text); left out of the identity while unset, so image run ids are unchanged
+    max_steps: int | None = None  # stop after this many optimiser steps (epochs then only bound the loop)
+    eval_steps: int = 0  # evaluate dev and test every N steps (dev-selected / best-step errors)
+    data_kwargs: dict = field(default_factory=dict)  # loader options (fold, dev_fraction, ratio, ...)
 
     def identity(self) -> dict:
         d = dataclasses.asdict(self)
@@ -74,7 +78,8 @@ class TrainConfig:
         return f"{self.method}-{self.dataset}-{self.model}-s{self.seed}-{hashlib.sha1(blob).hexdigest()[:10]}"
 
 
-_OPTIONAL_IDENTITY = {"channels_last": False, "bf16": False, "compile": False, "world_size": 1}
+_OPTIONAL_IDENTITY = {"channels_last": False, "bf16": False, "compile": False, "world_size": 1, "max_steps": None,
+                      "eval_steps": 0, "data_kwargs": {}}
 
 
 def compile_model(model: nn.Module, **kwargs) -> nn.Module:
@@ -210,6 +215,14 @@ class Trainer:
         self.history: list[dict] = []
         self.train_seconds = 0.0
 
+    def total_epochs(self) -> int:
+        """Epochs the run loops over (after ``setup``); subclasses that count steps override it."""
+        return self.config.epochs
+
+    def samples_seen(self) -> int:
+        """Training examples processed by a full run (for samples_per_second)."""
+        return len(self.x_train) * self.total_epochs()
+
     def load_data(self) -> None:
         """Set ``train_data``, ``test_data``, ``num_classes``, ``x_train``, ``t_train`` (targets), ``x_test``,
         ``y_test`` on the device, and ``loss_fn``."""
@@ -293,14 +306,19 @@ class Trainer:
         return True
 
     # ---------------------------------------------------------------------------------------- training
-    def train_epoch(self, epoch: int) -> Tensor:
-        c, dev = self.config, self.device
+    def begin_epoch(self, epoch: int) -> torch.Generator:
+        """Set the epoch's learning rate and re-derive every random stream; returns the data generator."""
+        c = self.config
         for group in self.optimizer.param_groups:
             group["lr"] = c.lr * lr_factor(c, epoch)
         rank = (self.rank,) if self.world_size > 1 else ()  # each process its own random streams
         torch.manual_seed(derive_seed(c.seed, epoch, "torch", *rank))
         self.method.reseed(derive_seed(c.seed, epoch, "method", *rank))
-        data_gen = torch.Generator().manual_seed(derive_seed(c.seed, epoch, "data"))
+        return torch.Generator().manual_seed(derive_seed(c.seed, epoch, "data"))
+
+    def train_epoch(self, epoch: int) -> Tensor:
+        c, dev = self.config, self.device
+        data_gen = self.begin_epoch(epoch)
         n = self.x_train.shape[0]
         order = torch.randperm(n, generator=data_gen).to(dev)
         if self.world_size > 1:  # same permutation everywhere, each rank its shard (as DistributedSampler)
@@ -332,7 +350,8 @@ class Trainer:
         c = self.config
         if resume and self.load_checkpoint() and self.is_main:
             print(f"resuming {self.run_id} from epoch {self.start_epoch}", file=sys.stderr)
-        bar = tqdm(range(self.start_epoch, c.epochs), initial=self.start_epoch, total=c.epochs,
+        epochs = self.total_epochs()
+        bar = tqdm(range(self.start_epoch, epochs), initial=self.start_epoch, total=epochs,
                    desc=f"{c.method} s{c.seed}",
                    disable=not self.is_main or (None if self.progress is None else not self.progress),
                    leave=False, dynamic_ncols=True)
@@ -344,7 +363,7 @@ class Trainer:
                 loss_value = float(ddp.all_reduce_mean(loss))  # one sync per epoch
                 self.train_seconds += time.perf_counter() - t0
                 record = {"epoch": epoch + 1, "train_loss": loss_value, "lr": self.optimizer.param_groups[0]["lr"]}
-                if c.eval_every and (epoch + 1) % c.eval_every == 0 and epoch + 1 < c.epochs:
+                if c.eval_every and (epoch + 1) % c.eval_every == 0 and epoch + 1 < epochs:
                     record.update(self.evaluate_main())
                 self.history.append(record)
                 if self.is_main:
@@ -358,7 +377,7 @@ class Trainer:
         finally:
             bar.close()
         metrics = self.evaluate_main()
-        samples = len(self.x_train) * c.epochs
+        samples = self.samples_seen()
         result = {"run_id": self.run_id, "method": c.method, "dataset": c.dataset, "model": c.model,
                   "seed": c.seed, "epochs": c.epochs, "protocol": c.protocol, **metrics,
                   "train_seconds": self.train_seconds,
@@ -376,6 +395,12 @@ class Trainer:
 
 def make_trainer(config: TrainConfig, **kwargs) -> Trainer:
     """The trainer for a configuration (the one place that picks a Trainer subclass by dataset kind)."""
+    from ..data import TEXT_DATASETS
+
+    if DATASETS.canonical(config.dataset) in TEXT_DATASETS:
+        from .text import TextTrainer
+
+        return TextTrainer(config, **kwargs)
     return Trainer(config, **kwargs)
 
 
