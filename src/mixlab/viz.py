@@ -71,3 +71,33 @@ def line_plot(series: dict[str, tuple[list[float], list[float]]], path: str | Pa
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def image_table(columns: list[tuple[str, Tensor]], path: str | Path, row_labels: list[str] | None = None,
+                title: str = "", maps: tuple[str, ...] = ()) -> Path:
+    """A grid with one column per ``(heading, images)``; images ``(n, C, H, W)`` in [0, 1], or ``(n, H, W)``
+    maps (drawn with a colour map, as are columns whose heading is in ``maps``)."""
+    plt = _plt()
+    n = columns[0][1].shape[0]
+    fig, axes = plt.subplots(n, len(columns), figsize=(1.5 * len(columns) + 0.6, 1.5 * n + 0.4), squeeze=False)
+    for j, (head, images) in enumerate(columns):
+        for i in range(n):
+            ax = axes[i, j]
+            img = images[i]
+            if img.dim() == 2 or head in maps:
+                ax.imshow(img.reshape(img.shape[-2:]).detach().float().cpu().numpy(), cmap="jet", vmin=0, vmax=1)
+            else:
+                ax.imshow(to_image(img), cmap="gray" if img.shape[0] == 1 else None, vmin=0, vmax=1)
+            ax.set_xticks([]), ax.set_yticks([])
+            if i == 0:
+                ax.set_title(head, fontsize=8)
+            if j == 0 and row_labels:
+                ax.set_ylabel(row_labels[i], fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
