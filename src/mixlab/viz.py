@@ -16,6 +16,15 @@ def _plt():
     return plt
 
 
+def _save(fig, path: str | Path, dpi: int) -> Path:
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=dpi)
+    _plt().close(fig)
+    return path
+
+
 def to_image(x: Tensor):
     """(C, H, W) float in [0, 1] -> array for imshow."""
     x = x.detach().float().clamp(0, 1).cpu()
@@ -45,12 +54,7 @@ def mix_grid(x: Tensor, x2: Tensor, x_mix: Tensor, t: Tensor, t2: Tensor, t_mix:
                 ax.set_title(head, fontsize=9)
     if title:
         fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _save(fig, path, 100)
 
 
 def line_plot(series: dict[str, tuple[list[float], list[float]]], path: str | Path, xlabel: str, ylabel: str,
@@ -65,12 +69,7 @@ def line_plot(series: dict[str, tuple[list[float], list[float]]], path: str | Pa
         ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path, 110)
 
 
 def image_table(columns: list[tuple[str, Tensor]], path: str | Path, row_labels: list[str] | None = None,
@@ -95,9 +94,4 @@ def image_table(columns: list[tuple[str, Tensor]], path: str | Path, row_labels:
                 ax.set_ylabel(row_labels[i], fontsize=7)
     if title:
         fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _save(fig, path, 100)

@@ -234,16 +234,20 @@ def build_teacher(record: dict) -> nn.Module:
     return model
 
 
+def teacher_config(config, epochs: int | None = None):
+    """The ERM run of the same data, model and schedule (``epochs`` overrides its length)."""
+    return dataclasses.replace(config, method="erm", method_kwargs={}, epochs=int(epochs or config.epochs))
+
+
 def train_teacher(trainer, epochs: int | None = None) -> dict:
     """Train (or reuse) an ERM classifier on ``trainer``'s data: same model, data and schedule as the task run
-    (``epochs`` overrides the schedule length). Cached as a resumable run under ``<out>/transformmix/teachers``."""
+    (``epochs`` overrides the schedule length). It is the run ``erm`` would be in the same output folder, so a
+    benchmark's ERM baseline of the same seed doubles as the teacher (whichever comes first trains it)."""
     from ..train import make_trainer
 
-    c = trainer.config
-    config = dataclasses.replace(c, method="erm", method_kwargs={}, eval_every=0, protocol=None,
-                                 epochs=int(epochs or c.epochs))
-    teacher = make_trainer(config, out=trainer.out / "transformmix" / "teachers", data_dir=trainer.data_dir,
-                           progress=trainer.progress, store=False)
+    config = teacher_config(trainer.config, epochs)
+    teacher = make_trainer(config, out=trainer.out, data_dir=trainer.data_dir, progress=trainer.progress,
+                           store=False)
     result = teacher.run(resume=True)
     print(f"transformmix: teacher {config.model} on {config.dataset}: test error {result['test_error']:.2f}%",
           file=sys.stderr)
@@ -401,8 +405,7 @@ class TransformMix(PixelSpaceMixer):
 
     def search_key(self, trainer) -> str:
         c = trainer.config
-        ident = {"teacher": dataclasses.replace(c, method="erm", method_kwargs={}, eval_every=0, protocol=None,
-                                                epochs=int(self.teacher_epochs or c.epochs)).identity(),
+        ident = {"teacher": teacher_config(c, self.teacher_epochs).identity(),
                  "module": self.module_config(trainer), "search": self.search, "alpha": self.alpha}
         digest = hashlib.sha1(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[:10]
         sub = f"sub{c.subset_per_class}" if c.subset_per_class else "full"
@@ -450,7 +453,7 @@ class TransformMix(PixelSpaceMixer):
     # ------------------------------------------------------------------------------------------ picture
     def show(self, x01: Tensor, targets: Tensor, classes, path, context):
         """The paper's Figure 3 / 8 panels: inputs, CAMs, transformed images, masks, mixed result."""
-        from ..viz import image_table
+        from ..viz import image_table, label_text
 
         if self.mixer_from is None:
             raise ValueError("transformmix show needs a searched module: --method-arg mixer_from=PATH "
@@ -473,7 +476,7 @@ class TransformMix(PixelSpaceMixer):
         cols += [(f"phi(x{i + 1})", out.x_warped[:n, i]) for i in range(self.k)]
         cols += [(f"mask {i + 1}", out.masks[:n, i]) for i in range(self.k)]
         cols.append(("mixed", self.to_pixels(x_mix[:n]).clamp(0, 1)))
-        rows = [", ".join(f"{classes[int(j)]}:{float(v):.2f}" for v, j in zip(*t_mix[i].topk(self.k))) for i in range(n)]
+        rows = [label_text(t_mix[i], classes, self.k) for i in range(n)]
         src = blob["meta"].get("dataset", "?")
         return image_table(cols, path, row_labels=rows, maps=tuple(h for h, _ in cols if h.startswith("mask")),
                            title=f"transformmix (module searched on {src}, tau={float(self.module.tau):.2f})")
