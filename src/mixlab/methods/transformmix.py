@@ -477,7 +477,7 @@ class TransformMix(PixelSpaceMixer):
         cols += [(f"mask {i + 1}", out.masks[:n, i]) for i in range(self.k)]
         cols.append(("mixed", self.to_pixels(x_mix[:n]).clamp(0, 1)))
         rows = [label_text(t_mix[i], classes, self.k) for i in range(n)]
-        src = blob["meta"].get("dataset", "?")
+        src = MixingModule.read(self.mixer_from)["meta"].get("dataset", "?")
         return image_table(cols, path, row_labels=rows, maps=tuple(h for h, _ in cols if h.startswith("mask")),
                            title=f"transformmix (module searched on {src}, tau={float(self.module.tau):.2f})")
 
