@@ -28,6 +28,8 @@ Choices the paper leaves open (stated here, options where cheap):
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -241,7 +243,8 @@ class AutoMixZhu(PixelSpaceMixer):
         self.eval()
         with torch.no_grad():
             x_hat = self.generator_net(x1, x2, lam)
-        trained = f"generator from {self.checkpoint}" if self.checkpoint else "untrained generator: pass checkpoint=RUN"
+        trained = (f"generator of {Path(self.checkpoint).parent.name}" if self.checkpoint
+                   else "untrained generator: pass checkpoint=RUN/checkpoint.pt")
         rows = [f"lam={v:.2f}" for v in lam.tolist()]
         return image_table([("x1", x1), ("x2", x2), ("mixup", interpolate(x1, x2, lam)), ("automix", x_hat)],
                            path, row_labels=rows, title=f"automix-zhu ({trained})")
