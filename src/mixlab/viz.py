@@ -16,6 +16,15 @@ def _plt():
     return plt
 
 
+def _save(fig, path: str | Path, dpi: int) -> Path:
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=dpi)
+    _plt().close(fig)
+    return path
+
+
 def to_image(x: Tensor):
     """(C, H, W) float in [0, 1] -> array for imshow."""
     x = x.detach().float().clamp(0, 1).cpu()
@@ -45,12 +54,7 @@ def mix_grid(x: Tensor, x2: Tensor, x_mix: Tensor, t: Tensor, t2: Tensor, t_mix:
                 ax.set_title(head, fontsize=9)
     if title:
         fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _save(fig, path, 100)
 
 
 def line_plot(series: dict[str, tuple[list[float], list[float]]], path: str | Path, xlabel: str, ylabel: str,
@@ -65,12 +69,32 @@ def line_plot(series: dict[str, tuple[list[float], list[float]]], path: str | Pa
         ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path, 110)
+
+
+def image_table(columns: list[tuple[str, Tensor]], path: str | Path, row_labels: list[str] | None = None,
+                title: str = "", maps: tuple[str, ...] = ()) -> Path:
+    """A grid with one column per ``(heading, images)``; images ``(n, C, H, W)`` in [0, 1], or ``(n, H, W)``
+    maps (drawn with a colour map, as are columns whose heading is in ``maps``)."""
+    plt = _plt()
+    n = columns[0][1].shape[0]
+    fig, axes = plt.subplots(n, len(columns), figsize=(1.5 * len(columns) + 0.6, 1.5 * n + 0.4), squeeze=False)
+    for j, (head, images) in enumerate(columns):
+        for i in range(n):
+            ax = axes[i, j]
+            img = images[i]
+            if img.dim() == 2 or head in maps:
+                ax.imshow(img.reshape(img.shape[-2:]).detach().float().cpu().numpy(), cmap="jet", vmin=0, vmax=1)
+            else:
+                ax.imshow(to_image(img), cmap="gray" if img.shape[0] == 1 else None, vmin=0, vmax=1)
+            ax.set_xticks([]), ax.set_yticks([])
+            if i == 0:
+                ax.set_title(head, fontsize=8)
+            if j == 0 and row_labels:
+                ax.set_ylabel(row_labels[i], fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    return _save(fig, path, 100)
 
 
 def alignment_figure(x1: Tensor, x2: Tensor, r: Tensor, grid: tuple[int, int], path: str | Path,
@@ -103,12 +127,7 @@ def alignment_figure(x1: Tensor, x2: Tensor, r: Tensor, grid: tuple[int, int], p
     fig.colorbar(im, ax=axr, fraction=0.046)
     if title:
         fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _save(fig, path, 100)
 
 
 def weights_figure(lam: Tensor, t_mix: Tensor, classes: list[str], path: str | Path, title: str = "",
@@ -124,9 +143,4 @@ def weights_figure(lam: Tensor, t_mix: Tensor, classes: list[str], path: str | P
     a1.set_xlabel("mixed example"), a1.set_title("mixed targets Y Lambda", fontsize=9)
     if title:
         fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _save(fig, path, 100)

@@ -16,6 +16,8 @@ COMMANDS = (
     "mixlab.cli.perf",
     "mixlab.cli.opttrans",
     "mixlab.cli.bench_ot",
+    "mixlab.cli.transformmix",
+    "mixlab.cli.bench_mixers",
 )
 
 

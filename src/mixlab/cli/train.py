@@ -24,6 +24,8 @@ def add_parser(sub) -> None:
     p.add_argument("--method", default="erm")
     p.add_argument("--method-arg", action="append", metavar="KEY=VALUE", help="method option (repeatable)")
     p.add_argument("--model-arg", action="append", metavar="KEY=VALUE", help="model option (repeatable)")
+    p.add_argument("--mixer-from", default=None, metavar="PATH",
+                   help="a searched mixing module (mixlab transformmix search); same as --method-arg mixer_from=PATH")
     p.add_argument("--subset-per-class", type=int, default=None)
     p.add_argument("--epochs", type=int, default=None)
     p.add_argument("--batch-size", type=int, default=None)
@@ -66,6 +68,8 @@ def build_config(args):
     fields.setdefault("dataset", "digits")
     fields.setdefault("model", "cnn11")
     method_kwargs.update(parse_kv(args.method_arg))
+    if getattr(args, "mixer_from", None):
+        method_kwargs["mixer_from"] = args.mixer_from
     model_kwargs = {**fields.pop("model_kwargs", {}), **parse_kv(args.model_arg)}
     if args.data_arg:
         fields["data_kwargs"] = {**fields.get("data_kwargs", {}), **parse_kv(args.data_arg)}

@@ -20,6 +20,8 @@ METHODS.register("amp+wordmixup", M + "amp:amp_wordmixup", "AMP on WordMixup, Li
 METHODS.register("amp+sentmixup", M + "amp:amp_sentmixup", "AMP on SentMixup, Liu et al. 2021")
 METHODS.register("amp+mixup", M + "amp:amp_mixup", "AMP on input Mixup (new: AMP on images)")
 METHODS.register("amp+manifold", M + "amp:amp_manifold", "AMP on Manifold Mixup (new)")
+METHODS.register("automix-zhu", M + "automix_zhu:AutoMixZhu", "AutoMix barycenter generator (U-Net + SE), Zhu et al. 2020")
+METHODS.register("transformmix", M + "transformmix:TransformMix", "TransformMix: searched STN + mask network under a teacher's CAMs")
 
 __all__ = ["METHODS", "Method", "InputMixer", "ERM", "MixInfo", "as_targets", "interpolate", "soft_cross_entropy",
            "multilabel_bce"]

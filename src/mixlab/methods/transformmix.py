@@ -1,0 +1,486 @@
+"""TransformMix: learned transformations and mixing masks under a teacher's CAMs (ICLR submission, paper 002).
+
+Two stages. **Search**: a mixing module (a spatial transformer ``f_s`` and a mask prediction network ``f_m``) is
+trained so that a frozen, pre-trained teacher ``f_t`` classifies its mixed images as their mixed labels:
+
+    theta_1..k = f_s(s_1..k, Lambda, z),     Lambda ~ Dir(alpha), z ~ N(0, I)                  (Eq. 2)
+    m_1..k     = softmax_k(o / tau),  o = f_m(phi(s_1; theta_1) .. phi(s_k; theta_k), Lambda)   (Eq. 3)
+    x' = sum_i m_i * phi(x_i; theta_i),   y' = sum_i lambda_i y_i                               (Eq. 4)
+    L  = CE(f_t(x'), y')                                                                        (Alg. 1)
+
+where ``s_i`` is the teacher's CAM of ``x_i`` for its label, normalised to ``[0, 1]`` and resized to the image.
+**Task training**: a new network is trained from scratch on ``(x', y')`` made by the frozen module (no gradient
+into it, the teacher never updated). A module searched on one dataset mixes another: CAMs are resized to the
+module's input size; affine parameters are in normalised coordinates and masks are resized back, so any image
+size and channel count can be mixed.
+
+Choices the paper leaves open (stated here):
+
+* ``f_s``: Jaderberg et al.'s localisation net (conv 7x7 -> 8, pool, ReLU, conv 5x5 -> 10, pool, ReLU, FC 32,
+  FC 6k), with "same" padding and a 3x3 adaptive pool so it takes any size; last layer zero, bias = identity.
+  Inputs: k CAMs, k - 1 lambda maps (the last weight is implied), one noise map: the paper's 4 channels at k = 2.
+* ``f_m``: three 3x3 convs of 32 channels with ReLU, a 1x1 conv to k; inputs k transformed CAMs and k - 1
+  lambda maps (the paper's 3 channels at k = 2); ``tau = exp(log_tau)``, learnable, 1 at initialisation.
+* Warps use bilinear sampling with zero padding in ``[0, 1]`` pixel space (black outside the image).
+* ``alpha = 1`` (the paper finds it insensitive, Fig. 7d); the search optimiser is SGD with momentum 0.9
+  (the paper: SGD, lr 5e-4, weight decay 0.01, 100 epochs, batch 128); the teacher runs in eval mode; the
+  search uses the training set with the task's augmentation.
+* Ablations (Table 4): ``stn-only`` (f_s, masks by softmax over the transformed CAMs), ``mpn-only`` (identity
+  transforms, f_m), ``softmax-cam`` (neither). For masks without ``f_m`` we use
+  ``m_i = softmax_i(s_i / tau + log lambda_i)`` so the masks follow the label weights (the paper does not say
+  how lambda enters there).
+* Every sample of a task batch is mixed (Algorithm 1).
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .base import MixInfo, check_alpha, sample_dirichlet, soft_cross_entropy
+from .learned import PixelSpaceMixer, count_parameters
+
+ABLATIONS = ("none", "stn-only", "mpn-only", "softmax-cam")
+ARTEFACT_FORMAT = "mixlab-transformmix-module/1"
+
+
+# ----------------------------------------------------------------------------------------------- saliency
+def class_activation_maps(teacher: nn.Module, x: Tensor, classes: Tensor, size: tuple[int, int] | None = None) -> Tensor:
+    """CAMs ``(B, H, W)`` of ``teacher`` (a StagedNet) for ``classes``, resized to ``size`` (default: the image's)
+    and min-max normalised to ``[0, 1]`` per image (a constant map becomes all ones). No gradient flows out."""
+    with torch.no_grad():
+        fmap = teacher.forward_features(x)
+    cam = teacher.cam(fmap, classes)
+    cam = F.interpolate(cam[:, None].float(), size=size or x.shape[-2:], mode="bilinear", align_corners=False)[:, 0]
+    low = cam.amin((1, 2), keepdim=True)
+    span = cam.amax((1, 2), keepdim=True) - low
+    # a constant map (e.g. an all-zero Grad-CAM) carries no saliency: it becomes uniform, all ones
+    return torch.where(span > 1e-8, (cam - low) / span.clamp_min(1e-8), torch.ones_like(cam)).detach()
+
+
+# ----------------------------------------------------------------------------------------------- networks
+class SpatialTransformer(nn.Module):
+    """``f_s``: (k CAMs, k - 1 lambda maps, noise) ``(B, 2k, S, S)`` -> affine matrices ``(B, k, 2, 3)``.
+
+    Identity transform at initialisation (last layer zero, bias the identity)."""
+
+    def __init__(self, k: int = 2, hidden: int = 32):
+        super().__init__()
+        self.k = k
+        self.localization = nn.Sequential(
+            nn.Conv2d(2 * k, 8, 7, padding=3), nn.MaxPool2d(2, ceil_mode=True), nn.ReLU(inplace=True),
+            nn.Conv2d(8, 10, 5, padding=2), nn.MaxPool2d(2, ceil_mode=True), nn.ReLU(inplace=True),
+            nn.AdaptiveAvgPool2d(3))
+        self.fc = nn.Sequential(nn.Flatten(), nn.Linear(90, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, 6 * k))
+        nn.init.zeros_(self.fc[-1].weight)
+        with torch.no_grad():
+            self.fc[-1].bias.copy_(torch.tensor([1.0, 0, 0, 0, 1, 0]).repeat(k))
+
+    def forward(self, inputs: Tensor) -> Tensor:
+        return self.fc(self.localization(inputs)).reshape(-1, self.k, 2, 3)
+
+
+class MaskNet(nn.Module):
+    """``f_m``: (k transformed CAMs, k - 1 lambda maps) ``(B, 2k - 1, S, S)`` -> mask logits ``o`` ``(B, k, S, S)``.
+
+    ``layers`` convs of ``channels`` with ReLU ("same" padding), then a 1x1 conv to k (paper: 3, 32, 3x3)."""
+
+    def __init__(self, k: int = 2, layers: int = 3, channels: int = 32, kernel: int = 3):
+        super().__init__()
+        mods, c = [], 2 * k - 1
+        for _ in range(layers):
+            mods += [nn.Conv2d(c, channels, kernel, padding=kernel // 2), nn.ReLU(inplace=True)]
+            c = channels
+        mods.append(nn.Conv2d(c, k, 1))
+        self.net = nn.Sequential(*mods)
+
+    def forward(self, inputs: Tensor) -> Tensor:
+        return self.net(inputs)
+
+
+@dataclass
+class MixOutput:
+    """Everything one pass of the mixing module computed (for pictures and tests)."""
+
+    x_mix: Tensor        # (B, C, H, W)
+    theta: Tensor        # (B, k, 2, 3)
+    x_warped: Tensor     # (B, k, C, H, W)  phi(x_i; theta_i)
+    cams_warped: Tensor  # (B, k, S, S)     phi(s_i; theta_i) at the module's size
+    masks: Tensor        # (B, k, H, W)     sum to one over k
+
+
+def warp(images: Tensor, theta: Tensor, size: tuple[int, int]) -> Tensor:
+    """``phi(images; theta)``: images ``(B, k, C, h, w)``, theta ``(B, k, 2, 3)`` -> ``(B, k, C, *size)``."""
+    b, k, c = images.shape[:3]
+    flat_theta = theta.reshape(b * k, 2, 3).to(images.dtype)
+    grid = F.affine_grid(flat_theta, [b * k, c, *size], align_corners=False)
+    out = F.grid_sample(images.reshape(b * k, c, *images.shape[-2:]), grid, mode="bilinear", padding_mode="zeros",
+                        align_corners=False)
+    return out.reshape(b, k, c, *size)
+
+
+class MixingModule(nn.Module):
+    """The TransformMix mixing module (``f_s`` + ``f_m`` + temperature), for ``k`` images.
+
+    Args:
+        k: images per mixed sample.
+        image_size: the module's input size ``S`` (CAMs are resized to it).
+        ablation: ``none`` (full), ``stn-only``, ``mpn-only`` or ``softmax-cam`` (Table 4).
+        stn_hidden, mask_layers, mask_channels, mask_kernel: network sizes.
+    ``forward(x, cams, lam, z)``: ``x`` (B, k, C, H, W) in [0, 1]; ``cams`` (B, k, h, w) in [0, 1]; ``lam`` (B, k)
+    rows summing to one; ``z`` (B, 1, S, S) noise. Returns a :class:`MixOutput`.
+    """
+
+    def __init__(self, k: int = 2, image_size: int = 32, ablation: str = "none", stn_hidden: int = 32,
+                 mask_layers: int = 3, mask_channels: int = 32, mask_kernel: int = 3):
+        super().__init__()
+        if int(k) < 2:
+            raise ValueError(f"k (images per mixed sample) must be >= 2, got {k}")
+        if ablation not in ABLATIONS:
+            raise ValueError(f"ablation must be one of {ABLATIONS}, got {ablation!r}")
+        self.k, self.image_size, self.ablation = int(k), int(image_size), ablation
+        self.sizes = dict(stn_hidden=stn_hidden, mask_layers=mask_layers, mask_channels=mask_channels,
+                          mask_kernel=mask_kernel)
+        self.stn = SpatialTransformer(self.k, stn_hidden) if ablation in ("none", "stn-only") else None
+        self.mask_net = MaskNet(self.k, mask_layers, mask_channels, mask_kernel) if ablation in ("none", "mpn-only") else None
+        self.log_tau = nn.Parameter(torch.zeros(()))
+
+    @property
+    def tau(self) -> Tensor:
+        return self.log_tau.exp()
+
+    def config(self) -> dict:
+        return {"k": self.k, "image_size": self.image_size, "ablation": self.ablation, **self.sizes}
+
+    def forward(self, x: Tensor, cams: Tensor, lam: Tensor, z: Tensor) -> MixOutput:
+        b, k = x.shape[:2]
+        if k != self.k or cams.shape[:2] != (b, k) or lam.shape != (b, k):
+            raise ValueError(f"module mixes k={self.k} images: expected x (B, {self.k}, C, H, W), cams (B, {self.k}, "
+                             f"h, w), lam (B, {self.k}); got {tuple(x.shape)}, {tuple(cams.shape)}, {tuple(lam.shape)}")
+        s = (self.image_size, self.image_size)
+        cams = F.interpolate(cams.to(x.dtype), size=s, mode="bilinear", align_corners=False)
+        lam = lam.to(x.dtype)
+        lam_maps = lam[:, :k - 1, None, None].expand(b, k - 1, *s)
+        if self.stn is not None:
+            theta = self.stn(torch.cat([cams, lam_maps, z.to(x.dtype)], 1))                 # Eq. 2
+        else:
+            theta = torch.tensor([[1.0, 0, 0], [0, 1.0, 0]], device=x.device, dtype=x.dtype).expand(b, k, 2, 3)
+        x_warped = warp(x, theta, x.shape[-2:])
+        cams_warped = warp(cams[:, :, None], theta, s)[:, :, 0]
+        if self.mask_net is not None:
+            logits = self.mask_net(torch.cat([cams_warped, lam_maps], 1)) / self.tau    # Eq. 3
+        else:
+            logits = cams_warped / self.tau + lam.clamp_min(1e-6).log()[:, :, None, None]
+        masks = logits.softmax(1)
+        if masks.shape[-2:] != x.shape[-2:]:
+            masks = F.interpolate(masks, size=x.shape[-2:], mode="bilinear", align_corners=False)
+        x_mix = (masks[:, :, None] * x_warped).sum(1)                                    # Eq. 4
+        return MixOutput(x_mix, theta, x_warped, cams_warped, masks)
+
+    # -------------------------------------------------------------------------------------------- artefact
+    def save(self, path: str | Path, meta: dict | None = None, teacher: dict | None = None) -> Path:
+        """Write the module with its config (and optionally its teacher) as one ``torch.save`` file."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        blob = {"format": ARTEFACT_FORMAT, "config": self.config(), "state_dict": self.state_dict(),
+                "meta": meta or {}, "teacher": teacher}
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        torch.save(blob, tmp)
+        tmp.replace(path)
+        return path
+
+    @staticmethod
+    def read(path: str | Path) -> dict:
+        path = Path(path)
+        if not path.exists():
+            raise FileNotFoundError(f"no TransformMix module at {path} (make one with `mixlab transformmix search`)")
+        blob = torch.load(path, map_location="cpu", weights_only=False)
+        if not isinstance(blob, dict) or blob.get("format") != ARTEFACT_FORMAT:
+            raise ValueError(f"{path} is not a TransformMix module file (format {ARTEFACT_FORMAT})")
+        return blob
+
+    @classmethod
+    def load(cls, path: str | Path) -> "MixingModule":
+        blob = cls.read(path)
+        module = cls(**blob["config"])
+        module.load_state_dict(blob["state_dict"])
+        return module
+
+
+# ----------------------------------------------------------------------------------------------- teacher
+def teacher_record(trainer) -> dict:
+    """What rebuilds a trained teacher: its model name, options, data identity, normalisation and weights."""
+    c = trainer.config
+    return {"model": c.model, "model_kwargs": dict(c.model_kwargs), "dataset": c.dataset,
+            "subset_per_class": c.subset_per_class, "seed": c.seed, "epochs": c.epochs,
+            "num_classes": trainer.num_classes, "in_channels": int(trainer.x_train.shape[1]),
+            "image_size": int(trainer.x_train.shape[-1]), "mean": list(trainer.augment.mean),
+            "std": list(trainer.augment.std), "state_dict": trainer.model.state_dict()}
+
+
+def build_teacher(record: dict) -> nn.Module:
+    from ..registry import MODELS
+
+    model = MODELS.create(record["model"], num_classes=record["num_classes"], in_channels=record["in_channels"],
+                          image_size=record["image_size"], **record["model_kwargs"])
+    model.load_state_dict(record["state_dict"])
+    return model
+
+
+def teacher_config(config, epochs: int | None = None):
+    """The ERM run of the same data, model and schedule (``epochs`` overrides its length)."""
+    return dataclasses.replace(config, method="erm", method_kwargs={}, epochs=int(epochs or config.epochs))
+
+
+def train_teacher(trainer, epochs: int | None = None) -> dict:
+    """Train (or reuse) an ERM classifier on ``trainer``'s data: same model, data and schedule as the task run
+    (``epochs`` overrides the schedule length). It is the run ``erm`` would be in the same output folder, so a
+    benchmark's ERM baseline of the same seed doubles as the teacher (whichever comes first trains it)."""
+    from ..train import make_trainer
+
+    config = teacher_config(trainer.config, epochs)
+    teacher = make_trainer(config, out=trainer.out, data_dir=trainer.data_dir, progress=trainer.progress,
+                           store=False)
+    result = teacher.run(resume=True)
+    print(f"transformmix: teacher {config.model} on {config.dataset}: test error {result['test_error']:.2f}%",
+          file=sys.stderr)
+    record = teacher_record(teacher)
+    record["test_error"] = result["test_error"]
+    return record
+
+
+# ----------------------------------------------------------------------------------------------- method
+class TransformMix(PixelSpaceMixer):
+    """TransformMix: mix ``k`` images with a frozen, searched mixing module guided by a teacher's CAMs.
+
+    Args:
+        k: images per mixed sample (2 in the paper's main tables; 3 in its appendix B).
+        alpha: Dirichlet (Beta for k = 2) concentration of the mixing weights (default 1).
+        ablation: ``none``, ``stn-only``, ``mpn-only`` or ``softmax-cam`` (Table 4).
+        mixer_from: a module file from ``mixlab transformmix search`` (direct or transfer). Without it,
+            ``setup(trainer)`` trains a teacher and searches a module on the trainer's data (cached under
+            ``<out>/transformmix``, keyed by dataset, subset, seed and configuration).
+        teacher_from: a module file whose teacher to use for CAMs; default: the module file's teacher when it
+            was trained on the same data (dataset, subset, seed), else one trained on the trainer's data.
+        teacher_epochs: epochs of that teacher (default: the task schedule's).
+        search_epochs, search_lr, search_weight_decay, search_momentum, search_batch_size: the search stage
+            (paper: 100, 5e-4, 0.01, -, 128).
+        image_size: the module's input size when searching (default: the data's).
+    Users call ``attach(teacher, module)`` and then ``mixer(x, y)``; ``x`` in [0, 1] unless
+    ``set_normalization`` was called.
+    """
+
+    name = "transformmix"
+
+    def __init__(self, k: int = 2, alpha: float = 1.0, ablation: str = "none", mixer_from: str | None = None,
+                 teacher_from: str | None = None, teacher_epochs: int | None = None, search_epochs: int = 100,
+                 search_lr: float = 5e-4, search_weight_decay: float = 0.01, search_momentum: float = 0.9,
+                 search_batch_size: int = 128, image_size: int | None = None, num_classes=None, seed=0,
+                 check_inputs=True):
+        super().__init__(num_classes, seed, check_inputs)
+        if int(k) < 2:
+            raise ValueError(f"k (images per mixed sample) must be >= 2, got {k}")
+        if ablation not in ABLATIONS:
+            raise ValueError(f"ablation must be one of {ABLATIONS}, got {ablation!r}")
+        self.k, self.alpha, self.ablation = int(k), check_alpha(alpha), ablation
+        self.mixer_from, self.teacher_from, self.teacher_epochs = mixer_from, teacher_from, teacher_epochs
+        self.search = dict(epochs=int(search_epochs), lr=float(search_lr), weight_decay=float(search_weight_decay),
+                           momentum=float(search_momentum), batch_size=int(search_batch_size))
+        self.image_size = image_size
+        self.teacher: nn.Module | None = None
+        self.module: MixingModule | None = None
+        self.last_output: MixOutput | None = None
+
+    # ------------------------------------------------------------------------------------------ plumbing
+    def attach(self, teacher: nn.Module, module: MixingModule, frozen: bool = True) -> "TransformMix":
+        """Use ``teacher`` (frozen, eval mode, never updated) and ``module`` (frozen unless ``frozen=False``)."""
+        if module.k != self.k:
+            raise ValueError(f"the module mixes k={module.k} images but this TransformMix has k={self.k}")
+        self.teacher = teacher.requires_grad_(False).eval()
+        self.module = module.requires_grad_(not frozen)
+        self.module.train(not frozen)
+        return self
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if self.teacher is not None:
+            self.teacher.eval()  # BN statistics of the teacher never change
+        if self.module is not None and not any(p.requires_grad for p in self.module.parameters()):
+            self.module.eval()
+        return self
+
+    def sample(self, batch_size: int, device) -> tuple[Tensor, Tensor, Tensor]:
+        """``lam`` (B, k) ~ Dir(alpha), partner indices (k, B) (row 0 the batch itself), noise (B, 1, S, S)."""
+        lam = sample_dirichlet(torch.full((batch_size, self.k), self.alpha), self.generator)
+        index = torch.stack([torch.arange(batch_size)] +
+                            [torch.randperm(batch_size, generator=self.generator) for _ in range(self.k - 1)])
+        s = self.module.image_size
+        z = torch.randn(batch_size, 1, s, s, generator=self.generator)
+        return tuple(v.to(device, non_blocking=True) for v in (lam, index, z))
+
+    def cams(self, x: Tensor, t: Tensor) -> Tensor:
+        """Teacher CAMs ``(B, H, W)`` of normalised-space images ``x`` for their (top) labels."""
+        return class_activation_maps(self.teacher, x, t.argmax(1))
+
+    def mix_with_output(self, x: Tensor, t: Tensor, grad: bool = False,
+                        index: Tensor | None = None) -> tuple[Tensor, Tensor, MixOutput]:
+        """Mix a batch; ``grad=True`` keeps the graph into the module (the search stage); ``index`` (k, B)
+        fixes the groups (row 0 must be the batch itself) instead of drawing them."""
+        if self.module is None or self.teacher is None:
+            raise RuntimeError("transformmix has no mixing module yet: pass mixer_from=PATH, train it through the "
+                               "engine (setup), or call attach(teacher, module)")
+        b = x.shape[0]
+        lam, drawn, z = self.sample(b, x.device)
+        index = drawn if index is None else index.to(x.device)
+        cams = self.cams(x, t)
+        x01 = self.to_pixels(x)
+        with torch.set_grad_enabled(grad):
+            out = self.module(x01[index].transpose(0, 1), cams[index].transpose(0, 1), lam, z)
+        t_mix = torch.einsum("bk,kbc->bc", lam.to(t.dtype), t[index])                      # y' = sum lambda_i y_i
+        self.last = MixInfo(lam[:, 0].cpu(), index[1].cpu()) if self.k == 2 else MixInfo(lam.cpu(), index.cpu())
+        self.last_output = out
+        return self.from_pixels(out.x_mix), t_mix, out
+
+    def mix(self, x: Tensor, t: Tensor):
+        x_mix, t_mix, _ = self.mix_with_output(x, t)
+        return x_mix, t_mix
+
+    # ---------------------------------------------------------------------------------------- search
+    def search_module(self, x_uint8: Tensor, targets: Tensor, augment, module: MixingModule,
+                      checkpoint: Path | None = None, progress: bool | None = None, seed: int = 0) -> list[float]:
+        """The search stage: train ``module`` so that the frozen teacher classifies its mixes (Alg. 1, SEARCH).
+
+        ``x_uint8`` / ``targets`` are the training images and ``(N, C)`` targets, ``augment`` the task's
+        :class:`~mixlab.data.augment.BatchAugment`. Resumable through ``checkpoint``. Returns the epoch losses.
+        """
+        from tqdm.auto import tqdm
+
+        from .base import derive_seed
+
+        self.attach(self.teacher, module, frozen=False)
+        opt = torch.optim.SGD(module.parameters(), lr=self.search["lr"], momentum=self.search["momentum"],
+                              weight_decay=self.search["weight_decay"])
+        start, losses = 0, []
+        if checkpoint is not None and checkpoint.exists():
+            state = torch.load(checkpoint, map_location=x_uint8.device, weights_only=False)
+            module.load_state_dict(state["module"])
+            opt.load_state_dict(state["optimizer"])
+            start, losses = state["epoch"] + 1, state["losses"]
+        n, bs = x_uint8.shape[0], self.search["batch_size"]
+        bar = tqdm(range(start, self.search["epochs"]), initial=start, total=self.search["epochs"],
+                   desc="transformmix search", disable=None if progress is None else not progress, leave=False)
+        for epoch in bar:
+            self.reseed(derive_seed(seed, epoch, "search-method"))
+            gen = torch.Generator().manual_seed(derive_seed(seed, epoch, "search-data"))
+            order = torch.randperm(n, generator=gen).to(x_uint8.device)
+            total = torch.zeros((), device=x_uint8.device)
+            steps = 0
+            for i in range(0, n, bs):
+                idx = order[i:i + bs]
+                if idx.numel() < 2:
+                    continue
+                x_mix, t_mix, _ = self.mix_with_output(augment(x_uint8[idx], gen), targets[idx], grad=True)
+                loss = soft_cross_entropy(self.teacher(x_mix), t_mix)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                total += loss.detach()
+                steps += 1
+            losses.append(float(total) / max(steps, 1))
+            bar.set_postfix(loss=f"{losses[-1]:.3f}", tau=f"{float(module.tau.detach()):.2f}")
+            if checkpoint is not None:
+                checkpoint.parent.mkdir(parents=True, exist_ok=True)
+                torch.save({"module": module.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch,
+                            "losses": losses}, checkpoint)
+        bar.close()
+        self.attach(self.teacher, module, frozen=True)
+        return losses
+
+    def search_key(self, trainer) -> str:
+        c = trainer.config
+        ident = {"teacher": teacher_config(c, self.teacher_epochs).identity(),
+                 "module": self.module_config(trainer), "search": self.search, "alpha": self.alpha}
+        digest = hashlib.sha1(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[:10]
+        sub = f"sub{c.subset_per_class}" if c.subset_per_class else "full"
+        return f"{c.dataset}-{sub}-s{c.seed}-k{self.k}-{self.ablation}-{digest}"
+
+    def module_config(self, trainer) -> dict:
+        return {"k": self.k, "image_size": int(self.image_size or trainer.x_train.shape[-1]), "ablation": self.ablation}
+
+    # ------------------------------------------------------------------------------------------ engine hook
+    def setup(self, trainer) -> None:
+        """Engine hook: obtain the teacher and the (frozen) module, searching one if none was given."""
+        self.set_normalization(trainer.augment.mean, trainer.augment.std)
+        c, dev = trainer.config, trainer.device
+        blob = MixingModule.read(self.mixer_from) if self.mixer_from else None
+        teacher_blob = MixingModule.read(self.teacher_from) if self.teacher_from else blob
+        record = teacher_blob.get("teacher") if teacher_blob else None
+        same_data = record is not None and all(record.get(key) == getattr(c, key) for key in
+                                               ("dataset", "subset_per_class", "seed"))
+        if record is None or not (same_data or self.teacher_from):
+            record = train_teacher(trainer, self.teacher_epochs)
+        teacher = build_teacher(record).to(dev)
+        if blob is not None:
+            module = MixingModule(**blob["config"])
+            module.load_state_dict(blob["state_dict"])
+            origin = f"loaded from {self.mixer_from} (searched on {blob['meta'].get('dataset', '?')})"
+        else:
+            folder = trainer.out / "transformmix" / "modules" / self.search_key(trainer)
+            path = folder / "module.pt"
+            if path.exists():
+                module = MixingModule.load(path)
+                origin = f"reused {path}"
+            else:
+                module = MixingModule(**self.module_config(trainer)).to(dev)
+                self.teacher = teacher.requires_grad_(False).eval()
+                losses = self.search_module(trainer.x_train, trainer.t_train, trainer.augment, module,
+                                            folder / "search-checkpoint.pt", trainer.progress, c.seed)
+                meta = {"dataset": c.dataset, "subset_per_class": c.subset_per_class, "seed": c.seed,
+                        "search": self.search, "alpha": self.alpha, "losses": losses}
+                module.save(path, meta, teacher={k: v for k, v in record.items()})
+                origin = f"searched, saved to {path} (teacher loss {losses[0]:.3f} -> {losses[-1]:.3f})"
+        self.attach(teacher, module.to(dev), frozen=True)
+        print(f"transformmix: module k={module.k} ({module.ablation}, {count_parameters(module)} parameters, "
+              f"tau {float(module.tau):.3f}) {origin}", file=sys.stderr)
+
+    # ------------------------------------------------------------------------------------------ picture
+    def show(self, x01: Tensor, targets: Tensor, classes, path, context):
+        """The paper's Figure 3 / 8 panels: inputs, CAMs, transformed images, masks, mixed result."""
+        from ..viz import image_table, label_text
+
+        if self.mixer_from is None:
+            raise ValueError("transformmix show needs a searched module: --method-arg mixer_from=PATH "
+                             "(from `mixlab transformmix search`)")
+        blob = MixingModule.read(self.teacher_from or self.mixer_from)
+        if blob.get("teacher") is None:
+            raise ValueError(f"{self.teacher_from or self.mixer_from} holds no teacher to compute CAMs with")
+        self.attach(build_teacher(blob["teacher"]), MixingModule.load(self.mixer_from))
+        self.set_normalization(blob["teacher"]["mean"], blob["teacher"]["std"])
+        n = max(1, x01.shape[0] // self.k)
+        x = self.from_pixels(x01[:n * self.k])
+        t = targets[:n * self.k]
+        groups = torch.arange(n * self.k).reshape(self.k, n)  # sample i is mixed with i + n, i + 2n, ...
+        index = torch.stack([torch.arange(n * self.k).roll(-j * n) for j in range(self.k)])
+        with torch.no_grad():
+            x_mix, t_mix, out = self.mix_with_output(x, t, index=index)
+        cams = class_activation_maps(self.teacher, x, t.argmax(1))
+        cols = [(f"x{i + 1}", x01[groups[i]]) for i in range(self.k)]
+        cols += [(f"CAM x{i + 1}", cams[groups[i]]) for i in range(self.k)]
+        cols += [(f"phi(x{i + 1})", out.x_warped[:n, i]) for i in range(self.k)]
+        cols += [(f"mask {i + 1}", out.masks[:n, i]) for i in range(self.k)]
+        cols.append(("mixed", self.to_pixels(x_mix[:n]).clamp(0, 1)))
+        rows = [label_text(t_mix[i], classes, self.k) for i in range(n)]
+        src = MixingModule.read(self.mixer_from)["meta"].get("dataset", "?")
+        return image_table(cols, path, row_labels=rows, maps=tuple(h for h, _ in cols if h.startswith("mask")),
+                           title=f"transformmix (module searched on {src}, tau={float(self.module.tau):.2f})")
+
+    def extra_repr(self) -> str:
+        return f"k={self.k}, alpha={self.alpha}, ablation={self.ablation}, mixer_from={self.mixer_from}"
+

@@ -1,0 +1,261 @@
+"""AutoMix (Zhu et al. 2020) and TransformMix: networks, losses, frozen modules, artefacts, CLI."""
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from mixlab.methods.automix_zhu import AutoMixZhu, BarycenterUNet, reconstruction_loss
+from mixlab.methods.learned import choose_partners, count_parameters
+from mixlab.methods.transformmix import MixingModule, TransformMix, class_activation_maps
+from mixlab.models.cnn11 import CNN11
+from mixlab.registry import METHODS
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Small networks: one thread is faster (and kinder to a shared machine) than several."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def blobs(n, channels=1, size=28, seed=0):
+    """Smooth random images in [0, 1] (distinct per seed)."""
+    g = torch.Generator().manual_seed(seed)
+    low = torch.rand(n, channels, 7, 7, generator=g)
+    return F.interpolate(low, size=(size, size), mode="bilinear", align_corners=False)
+
+
+def one_hot(y, c=10):
+    return F.one_hot(y, c).float()
+
+
+# ------------------------------------------------------------------------------------------- AutoMix (Zhu)
+def test_registry_names():
+    assert type(METHODS.create("automix-zhu", num_classes=10)).__name__ == "AutoMixZhu"
+    assert type(METHODS.create("transformmix", num_classes=10)).__name__ == "TransformMix"
+
+
+@pytest.mark.parametrize("channels,size", [(1, 28), (3, 32), (1, 8)])
+def test_generator_shape_and_range(channels, size):
+    g = BarycenterUNet(channels)
+    x1, x2 = blobs(3, channels, size, 0), blobs(3, channels, size, 1)
+    for lam in (torch.rand(3), torch.tensor(0.3)):
+        out = g(x1, x2, lam)
+        assert out.shape == x1.shape
+        assert float(out.detach().min()) >= 0.0 and float(out.detach().max()) <= 1.0
+    # paper: ~1.96 M parameters; ours 1.87 M (decoder widths are not in the paper)
+    assert 1.8e6 < count_parameters(g) < 2.0e6
+
+
+def test_generator_combines_features_by_lambda():
+    # at lam = 1 the second image's features are multiplied by 0 at every scale: x2 cannot matter
+    g = BarycenterUNet(1).eval()
+    x1 = blobs(2, seed=0)
+    a = g(x1, blobs(2, seed=1), torch.ones(2))
+    b = g(x1, blobs(2, seed=2), torch.ones(2))
+    assert torch.allclose(a, b, atol=1e-6)
+    c = g(x1, blobs(2, seed=2), torch.full((2,), 0.5))
+    assert not torch.allclose(a, c, atol=1e-4)
+
+
+def test_reconstruction_only_moves_generator_toward_first_image():
+    torch.manual_seed(0)
+    g = BarycenterUNet(1, widths=(8, 8, 8, 8, 8))
+    x1, x2 = blobs(2, size=16, seed=3), blobs(2, size=16, seed=4)
+    lam = torch.ones(2)
+    opt = torch.optim.Adam(g.parameters(), lr=1e-2)
+    with torch.no_grad():
+        before = (g(x1, x2, lam) - x1).abs().mean()
+    for _ in range(40):
+        loss = reconstruction_loss(x1, x2, g(x1, x2, lam), lam)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        out = g(x1, x2, lam)
+    after1, after2 = (out - x1).abs().mean(), (out - x2).abs().mean()
+    assert after1 < 0.5 * before
+    assert after1 < 0.5 * after2
+
+
+def test_training_loss_is_eq10_and_reaches_the_generator():
+    m = AutoMixZhu(num_classes=10, in_channels=1, seed=3)
+    x, y = blobs(6, seed=5), torch.arange(6) % 3
+    # a constant classifier: the cooperative term is log(10) and gives the generator no gradient
+    flat = torch.nn.Linear(1, 10)
+    torch.nn.init.zeros_(flat.weight), torch.nn.init.zeros_(flat.bias)
+    model = lambda inp: flat(inp.mean((1, 2, 3))[:, None])  # noqa: E731
+    loss = m.training_loss(model, x, one_hot(y))
+    lam, index = m.last.lam, m.last.index
+    with torch.no_grad():
+        x_hat = m.generator_net(x, x[index], lam)
+    expected = math.log(10) + 1.5 * reconstruction_loss(x, x[index], x_hat, lam)
+    assert torch.allclose(loss, expected, atol=1e-5)
+    loss.backward()
+    assert all(p.grad is not None for p in m.generator_net.encoder.parameters())
+
+
+def test_label_strategies_and_pairs():
+    t = one_hot(torch.tensor([0, 1, 2, 0, 1, 2, 0, 1]))
+    lam = torch.rand(8)
+    index = torch.randperm(8)
+    expect = {"d": lam[:, None] * t + (1 - lam[:, None]) * t[index], "a": t, "b": 0.5 * (t + t[index]),
+              "c": (t + t[index]).clamp(max=1)}
+    for strategy, want in expect.items():
+        m = AutoMixZhu(label_strategy=strategy, num_classes=10)
+        assert torch.allclose(m.mixed_targets(t, index, lam), want)
+    g = torch.Generator().manual_seed(0)
+    same, diff = choose_partners(t, g, "same"), choose_partners(t, g, "different")
+    assert torch.equal(t[same], t) and not (same == torch.arange(8)).any()
+    assert ((t[diff] != t).any(1)).all()
+    with pytest.raises(ValueError, match="label_strategy"):
+        AutoMixZhu(label_strategy="e")
+
+
+def test_automix_trains_jointly_in_the_engine():
+    from mixlab.train import TrainConfig, make_trainer
+
+    config = TrainConfig(dataset="digits", model="cnn11", method="automix-zhu", epochs=1, batch_size=50,
+                         subset_per_class=10,
+                         model_kwargs={"width": 0.25}, method_kwargs={"widths": [8, 8, 8, 8, 8]})
+    trainer = make_trainer(config, out="/tmp/mixlab-test-automix", store=False, progress=False)
+    trainer.setup()
+    gen_params = set(map(id, trainer.method.generator_net.parameters()))
+    in_opt = {id(p) for group in trainer.optimizer.param_groups for p in group["params"]}
+    assert gen_params <= in_opt
+    before = [p.detach().clone() for p in trainer.method.generator_net.parameters()]
+    trainer.train_epoch(0)
+    changed = [not torch.equal(a, p) for a, p in zip(before, trainer.method.generator_net.parameters())]
+    assert any(changed)
+
+
+# ------------------------------------------------------------------------------------------- TransformMix
+def tiny_teacher(channels=1, size=28):
+    torch.manual_seed(0)
+    return CNN11(10, channels, size, width=0.125).eval()
+
+
+@pytest.mark.parametrize("k,ablation", [(2, "none"), (3, "none"), (2, "stn-only"), (2, "mpn-only"),
+                                        (2, "softmax-cam"), (3, "softmax-cam")])
+def test_masks_sum_to_one_and_targets_follow_lambda(k, ablation):
+    m = TransformMix(k=k, ablation=ablation, num_classes=10, seed=1)
+    m.attach(tiny_teacher(), MixingModule(k=k, image_size=28, ablation=ablation))
+    x, y = blobs(6, seed=6), torch.arange(6)
+    x_mix, t_mix = m(x, y)
+    out = m.last_output
+    assert x_mix.shape == x.shape and out.masks.shape == (6, k, 28, 28)
+    assert torch.allclose(out.masks.sum(1), torch.ones(6, 28, 28), atol=1e-5)
+    assert float(out.masks.min()) >= 0
+    assert torch.allclose(t_mix.sum(1), torch.ones(6), atol=1e-6)
+    # the mix is the mask-weighted sum of the warped images (Eq. 4)
+    assert torch.allclose(x_mix, (out.masks[:, :, None] * out.x_warped).sum(1), atol=1e-6)
+
+
+def test_stn_is_identity_at_initialisation():
+    module = MixingModule(k=3, image_size=28)
+    x = blobs(12, seed=7).reshape(4, 3, 1, 28, 28)
+    cams, lam = torch.rand(4, 3, 28, 28), torch.full((4, 3), 1 / 3)
+    out = module(x, cams, lam, torch.randn(4, 1, 28, 28))
+    identity = torch.tensor([[1.0, 0, 0], [0, 1.0, 0]]).expand(4, 3, 2, 3)
+    assert torch.allclose(out.theta, identity)
+    assert torch.allclose(out.x_warped, x, atol=1e-5)
+    assert torch.allclose(out.cams_warped, cams, atol=1e-5)
+
+
+def test_cams_are_normalised_and_sized():
+    teacher = tiny_teacher()
+    x = blobs(5, seed=8)
+    cams = class_activation_maps(teacher, x, torch.arange(5))
+    assert cams.shape == (5, 28, 28) and not cams.requires_grad
+    assert torch.allclose(cams.amax((1, 2)), torch.ones(5))
+    low = cams.amin((1, 2))
+    assert ((low == 0) | (low == 1)).all()  # min-max scaled, or constant (uniform) maps
+
+
+def test_frozen_module_and_teacher_get_no_gradient():
+    teacher = tiny_teacher()
+    m = TransformMix(num_classes=10).attach(teacher, MixingModule(k=2, image_size=28))
+    task = CNN11(10, 1, 28, width=0.125)
+    m.train()  # the engine calls this; teacher and frozen module must stay in eval mode
+    assert not teacher.training and not m.module.training
+    frozen = {name: p.detach().clone() for name, p in m.named_parameters()}
+    loss = m.training_loss(task, blobs(8, seed=9), one_hot(torch.arange(8) % 10))
+    loss.backward()
+    assert all(p.grad is None and not p.requires_grad for p in m.parameters())
+    assert all(p.grad is not None for p in task.parameters())
+    assert all(torch.equal(p, frozen[name]) for name, p in m.named_parameters())
+    assert all(torch.equal(b, b0) for b, b0 in zip(teacher.buffers(), tiny_teacher().buffers()))
+
+
+def test_saved_module_reloads_to_identical_outputs(tmp_path):
+    module = MixingModule(k=2, image_size=28, ablation="none")
+    with torch.no_grad():
+        for p in module.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    path = module.save(tmp_path / "m.pt", meta={"dataset": "test"})
+    again = MixingModule.load(path)
+    assert again.config() == module.config()
+    x, cams = blobs(8, seed=10).reshape(4, 2, 1, 28, 28), torch.rand(4, 2, 28, 28)
+    lam, z = torch.tensor([[0.3, 0.7]]).expand(4, 2), torch.randn(4, 1, 28, 28)
+    a, b = module(x, cams, lam, z), again(x, cams, lam, z)
+    assert torch.equal(a.x_mix, b.x_mix) and torch.equal(a.masks, b.masks)
+    # the same seed gives the same mixes through the method
+    t1 = TransformMix(num_classes=10, seed=4).attach(tiny_teacher(), module)
+    t2 = TransformMix(num_classes=10, seed=4).attach(tiny_teacher(), again)
+    y = torch.arange(8)
+    assert torch.equal(t1(blobs(8), y)[0], t2(blobs(8), y)[0])
+
+
+def test_transfer_to_other_size_and_channels():
+    module = MixingModule(k=2, image_size=20)  # "searched" at 20 px, used on 32 px RGB
+    m = TransformMix(num_classes=10).attach(tiny_teacher(3, 32), module)
+    x_mix, t_mix = m(blobs(6, 3, 32, seed=11), torch.arange(6))
+    assert x_mix.shape == (6, 3, 32, 32)
+    assert m.last_output.cams_warped.shape == (6, 2, 20, 20)
+    assert torch.allclose(m.last_output.masks.sum(1), torch.ones(6, 32, 32), atol=1e-5)
+
+
+def test_search_trains_the_module_against_a_fixed_teacher():
+    teacher = tiny_teacher(1, 8)
+    m = TransformMix(num_classes=10, search_epochs=2, search_lr=0.05, search_batch_size=32, seed=0)
+    m.teacher = teacher.requires_grad_(False)
+    module = MixingModule(k=2, image_size=8)
+    before = {n: p.detach().clone() for n, p in module.named_parameters()}
+    teacher_before = [p.detach().clone() for p in teacher.parameters()]
+    x = (torch.rand(64, 1, 8, 8) * 255).to(torch.uint8)
+    t = one_hot(torch.arange(64) % 10)
+    from mixlab.data.augment import BatchAugment
+
+    losses = m.search_module(x, t, BatchAugment((0.5,), (0.25,)), module, progress=False)
+    assert len(losses) == 2
+    assert any(not torch.equal(p, before[n]) for n, p in module.named_parameters())
+    assert all(torch.equal(a, b) for a, b in zip(teacher_before, teacher.parameters()))
+    assert not any(p.requires_grad for p in module.parameters())  # frozen again afterwards
+
+
+# ------------------------------------------------------------------------------------------- CLI
+def test_cli_search_train_show_and_bench(tmp_path, capsys):
+    from mixlab.cli import main
+
+    common = ["--dataset", "digits", "--model-arg", "width=0.125", "--threads", "1", "--out", str(tmp_path)]
+    module_path = tmp_path / "digits-module.pt"
+    assert main(["transformmix", "search", "--save", str(module_path), "--teacher-epochs", "1", "--epochs", "1",
+                 "--no-progress", *common]) == 0
+    blob = MixingModule.read(module_path)
+    assert blob["meta"]["dataset"] == "digits" and blob["teacher"]["dataset"] == "digits"
+    # a second call reuses the cached teacher run and module
+    assert main(["transformmix", "search", "--save", str(module_path), "--teacher-epochs", "1", "--epochs", "1",
+                 "--no-progress", *common]) == 0
+    assert main(["train", "--method", "transformmix", "--mixer-from", str(module_path), "--epochs", "1",
+                 "--no-progress", "--json", *common]) == 0
+    png = tmp_path / "tm.png"
+    assert main(["show", "--method", "transformmix", "--method-arg", f"mixer_from={module_path}", "--pairs", "3",
+                 "--out", str(png)]) == 0
+    assert png.stat().st_size > 1000
+    assert main(["bench-mixers", "--methods", "mixup,transformmix,automix-zhu,not-a-method", "--batch-size", "8",
+                 "--shapes", "1x28", "--repeats", "1", "--model-arg", "width=0.125"]) == 0
+    out = capsys.readouterr().out
+    assert "skipping not-a-method" in out and "transformmix" in out and "automix-zhu" in out
