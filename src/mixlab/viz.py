@@ -45,12 +45,7 @@ def mix_grid(x: Tensor, x2: Tensor, x_mix: Tensor, t: Tensor, t2: Tensor, t_mix:
                 ax.set_title(head, fontsize=9)
     if title:
         fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=100)
 
 
 def line_plot(series: dict[str, tuple[list[float], list[float]]], path: str | Path, xlabel: str, ylabel: str,
@@ -65,9 +60,32 @@ def line_plot(series: dict[str, tuple[list[float], list[float]]], path: str | Pa
         ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
+    return save_figure(fig, path)
+
+
+def save_figure(fig, path: str | Path, dpi: int = 110) -> Path:
+    """``tight_layout``, write ``path`` (folders created) and close the figure."""
+    plt = _plt()
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=dpi)
     plt.close(fig)
     return path
+
+
+def two_panel_plot(panels: list[tuple[dict[str, tuple[list, list]], str, str]], path: str | Path, xlabel: str,
+                   title: str = "", marker: str | None = None) -> Path:
+    """Side-by-side line plots: each panel ``({name: (xs, ys)}, ylabel, panel title)``."""
+    plt = _plt()
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 3.6), squeeze=False)
+    for ax, (series, ylabel, head) in zip(axes[0], panels):
+        for name, (xs, ys) in series.items():
+            ax.plot(xs, ys, marker=marker, ms=3, label=name)
+        ax.set_xlabel(xlabel), ax.set_ylabel(ylabel)
+        if head:
+            ax.set_title(head, fontsize=9)
+        ax.grid(alpha=0.3), ax.legend(fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return save_figure(fig, path)

@@ -13,6 +13,8 @@ COMMANDS = (
     "mixlab.cli.show",
     "mixlab.cli.methods",
     "mixlab.cli.data",
+    "mixlab.cli.eval",
+    "mixlab.cli.reproduce",
 )
 
 

@@ -11,6 +11,7 @@ DATASETS.register("kmnist", D + "load_kmnist", "Kuzushiji-MNIST, test split (Cla
 DATASETS.register("cifar10", D + "load_cifar10", "CIFAR-10 (binary or python batches)", aliases=("cifar-10",))
 DATASETS.register("cifar100", D + "load_cifar100", "CIFAR-100 (python files)", aliases=("cifar-100",))
 DATASETS.register("digits", D + "load_digits", "scikit-learn 8x8 digits (ships with scikit-learn)")
+DATASETS.register("miml", "mixlab.data.miml:load_miml", "MIML scenes, 2,000 bags of 9 x 15 features, 5 labels (multi-label)")
 
 
 def load_dataset(name: str, split: str = "train", root=None, download: bool = True):
