@@ -268,8 +268,15 @@ def invocations(out, name: str, quick: bool) -> list[dict]:
 
 
 # ------------------------------------------------------------------------------------------------ report
-def fmt(mean: float, std: float | None, digits: int = 2) -> str:
+def fmt(mean: float, std: float | None, digits: int | None = None) -> str:
+    """``mean ± std``; 3 decimals below 1 (e.g. MNIST full errors), else 2. Paper numbers: as printed."""
+    if digits is None:
+        digits = 3 if abs(mean) < 1 else 2
     return f"{mean:.{digits}f}" + (f" ± {std:.{digits}f}" if std is not None else "")
+
+
+def fmt_paper(v: tuple[float, float | None]) -> str:
+    return f"{v[0]:g}" + (f" ± {v[1]:g}" if v[1] is not None else "")
 
 
 def paper_cell(numbers: dict, t: Table, r: Row, c: Column) -> tuple[float, float | None] | None:
@@ -311,6 +318,13 @@ def write_report(rep: Reproduction, grid, quick: bool, report_dir: Path, out, wa
               f"python {m['python']}, {m['platform']}" + (f", GPU {m['gpu']}" if m['gpu'] else ""),
               f"- wall time of this invocation: {wall:.0f} s; runs: {total} in all, {trained} trained now, "
               f"{total - trained} found in `{Path(out) / 'results.db'}`"]
+    earlier = invocations(out, rep.name, quick)
+    if earlier:
+        lines += ["", "Finished invocations of this reproduction in this output folder (a killed one is not listed; "
+                      "its finished runs are counted by the next):", "",
+                  "| started | wall time | runs trained | runs in all | command |", "|---|---|---|---|---|"]
+        lines += [f"| {e['started']} | {e['wall_seconds']:.0f} s | {e['trained']} | {e['runs']} | `{e['command']}` |"
+                  for e in earlier]
     if rep.notes:
         lines += ["", rep.notes]
     results = {"name": rep.name, "quick": quick, "wall_seconds": wall, "machine": m, "tables": []}
@@ -319,7 +333,8 @@ def write_report(rep: Reproduction, grid, quick: bool, report_dir: Path, out, wa
     for ti, (t, rows) in enumerate(zip(rep.tables, grid)):
         meta = numbers["tables"].get(t.paper_key, {}) if t.paper_key else {}
         src = f" — paper: {numbers['papers'][meta['paper']]}, {meta['table']}" if meta else ""
-        lines += ["", f"## {t.title}", "", f"Numbers: mean ± std over trials (n = trials){src}."]
+        lines += ["", f"## {t.title}", "", f"Numbers: mean ± std over trials (n = trials); bold: our best "
+                                            f"({'lowest' if t.lower_is_better else 'highest'}){src}."]
         if meta:
             lines += [f"Paper's caption: {meta['caption']}. Paper's metric: {meta['metric']}."]
         if t.note:
@@ -332,13 +347,16 @@ def write_report(rep: Reproduction, grid, quick: bool, report_dir: Path, out, wa
         footnotes: list[str] = []
         tjson = {"title": t.title, "paper_key": t.paper_key, "rows": []}
         total_seconds = 0.0
+        pick = min if t.lower_is_better else max
+        best = [pick((sum(rows[i][j].values) / len(rows[i][j].values) for i in range(len(t.rows))
+                      if rows[i][j].values), default=None) for j in range(len(t.columns))]
         for r, cells in zip(t.rows, rows):
             out_cells = [f"{r.label} (`{r.method}`" + (f" {r.kwargs}" if r.kwargs else "") + ")"]
             rjson = {"label": r.label, "method": r.method, "kwargs": r.kwargs, "cells": []}
-            for c, cell in zip(t.columns, cells):
+            for j, (c, cell) in enumerate(zip(t.columns, cells)):
                 if has_paper:
                     p = paper_cell(numbers, t, r, c)
-                    out_cells.append(fmt(*p) if p else "–")
+                    out_cells.append(fmt_paper(p) if p else "–")
                 if cell.protocol and not cell.unavailable:
                     used_protocols.setdefault(cell.protocol, set()).add(c.label)
                 if cell.unavailable:
@@ -347,11 +365,14 @@ def write_report(rep: Reproduction, grid, quick: bool, report_dir: Path, out, wa
                     out_cells.append(f"n/a [{footnotes.index(cell.unavailable) + 1}]")
                 elif cell.values:
                     mean, std = mean_std(cell.values)
-                    out_cells.append(f"{fmt(mean, std)} (n={len(cell.values)})")
+                    text = f"{fmt(mean, std)} (n={len(cell.values)})"
+                    out_cells.append(f"**{text}**" if mean == best[j] and len(t.rows) > 1 else text)
                 else:
                     out_cells.append("no result")
-                if cell.note and cell.note not in footnotes:
-                    footnotes.append(cell.note)
+                if cell.note:
+                    if cell.note not in footnotes:
+                        footnotes.append(cell.note)
+                    out_cells[-1] += f" [{footnotes.index(cell.note) + 1}]"
                 total_seconds += cell.train_seconds
                 rjson["cells"].append({"column": c.label, "protocol": cell.protocol, "unavailable": cell.unavailable,
                                        "note": cell.note, "values": cell.values, "run_ids": cell.run_ids,
@@ -374,7 +395,7 @@ def write_report(rep: Reproduction, grid, quick: bool, report_dir: Path, out, wa
                   f"{numbers['papers'][meta['paper']]}. {meta['caption']}.", "",
                   "| row | " + " | ".join(cols) + " |", "|" + "---|" * (len(cols) + 1)]
         for label, row in meta["rows"].items():
-            lines.append(f"| {label} | " + " | ".join(fmt(*row[c]) if c in row else "–" for c in cols) + " |")
+            lines.append(f"| {label} | " + " | ".join(fmt_paper(row[c]) if c in row else "–" for c in cols) + " |")
     lines += ["", "## Protocols", ""]
     for name, labels in used_protocols.items():
         p = PROTOCOLS[name]
