@@ -122,3 +122,53 @@ register(Protocol("amp-trec-lowres-quick", "CPU-sized variant of amp-trec-lowres
                        data_kwargs={"ratio": 0.10}), ("sentmixup", "amp+sentmixup"), trials=3,
                   scaling="Kim CNN-rand (128-d) instead of BERT-base, 10% of each class (543 labels) instead of 3%, "
                           "300 steps at Adam lr 1e-3; no dev hold-out", source="Liu et al. 2021, Table 3 (scaled)"))
+# AutoMix paper, Table 5 "MIML (full)": mAP, 10 trials, 100 epochs, lr / 10 at 50 and 75, sigmoid cross-entropy.
+# The paper trains a ResNet-18 on the MIML images, which are not available; we train the bagnet stand-in on the
+# 9 x 15 bag features (a bag as a 1 x 9 x 15 input, no crop / flip). Batch size 50, weight decay 5e-4 are ours.
+# test_error of a multi-label run is 100 - mAP.
+_MIML = dict(dataset="miml", model="bagnet", epochs=100, batch_size=50, lr=0.1, momentum=0.9, weight_decay=5e-4,
+             schedule="multistep", milestones=(50, 75))
+register(Protocol("automix-miml", "AutoMix paper Table 5, MIML (full) mAP: 1:1 split, bagnet on 9 x 15 bag features",
+                  _MIML, TABLE4_METHODS, trials=10, scaling="bag features and the bagnet model instead of MIML "
+                  "images and ResNet-18 (the images are not available)", source="Zhu et al. 2020, Table 5 / Table 3"))
+register(Protocol("automix-miml-quick", "CPU-sized variant of automix-miml", dict(_MIML, epochs=30, milestones=(15, 23)),
+                  TABLE4_METHODS, trials=3, scaling="30 epochs (decay at 15, 23) instead of 100; bag features and "
+                  "bagnet instead of images and ResNet-18", source="Zhu et al. 2020, Table 5 (scaled)"))
+
+# AutoMix paper, open-set problem (Fig. 5): train on the seen classes, test on all. The MNIST / F-MNIST panels'
+# seen/unseen split is lost from the paper text; its CIFAR-10 panel uses 5 seen / 5 unseen: we train on classes
+# 0-4 of the "sub" protocol (50 per seen class).
+for ds, tag in (("mnist", "mnist"), ("fashion-mnist", "fmnist")):
+    register(Protocol(f"automix-{tag}-openset", f"AutoMix paper Fig. 5 open set, {ds}: seen classes 0-4 (50 each)",
+                      dict(_TABLE4, dataset=ds, train_classes=(0, 1, 2, 3, 4)), TABLE4_METHODS, trials=10,
+                      source="Zhu et al. 2020, section 3 and Fig. 5"))
+    register(Protocol(f"automix-{tag}-openset-quick", f"CPU-sized variant of automix-{tag}-openset",
+                      dict(_QUICK, dataset=ds, train_classes=(0, 1, 2, 3, 4)), TABLE4_METHODS, trials=3,
+                      scaling=_QUICK_NOTE, source="Zhu et al. 2020, Fig. 5 (scaled)"))
+
+# AutoMix paper, CIFAR-10 with ResNet-18 (Table 5 rows, Table 6 ablations, Fig. 6 noise): 200 epochs, lr / 10 at
+# 100 and 150, crop 4 + flip; "sub" = 500 per class. Batch 128 and weight decay 5e-4 are ours (not in the paper).
+_CIFAR = dict(dataset="cifar10", model="resnet18", epochs=200, batch_size=128, lr=0.1, momentum=0.9,
+              weight_decay=5e-4, schedule="multistep", milestones=(100, 150), crop_padding=4, flip=True)
+register(Protocol("automix-cifar10-full", "AutoMix paper Table 5/6, CIFAR-10 (full), ResNet-18", _CIFAR,
+                  TABLE4_METHODS, trials=10, source="Zhu et al. 2020, Table 5 / Table 6"))
+register(Protocol("automix-cifar10-sub", "AutoMix paper Table 5/6, CIFAR-10 (sub): 500 per class, ResNet-18",
+                  dict(_CIFAR, subset_per_class=500), TABLE4_METHODS, trials=10,
+                  source="Zhu et al. 2020, Table 5 / Table 6"))
+# A CPU-sized CIFAR-10 check (AlignMixup / TransformMix reproductions when CIFAR-10 is under the data root):
+# PreActResNet-18 at width 16 (of 64), 100 per class, 15 epochs, first 1,000 test images.
+register(Protocol("cifar10-quick", "CPU-sized CIFAR-10: PreActResNet-18 width 16, 100 per class, 15 epochs",
+                  dict(dataset="cifar10", model="preactresnet18", model_kwargs={"width": 16}, subset_per_class=100,
+                       epochs=15, batch_size=64, lr=0.05, momentum=0.9, weight_decay=5e-4, schedule="multistep",
+                       milestones=(8, 12), crop_padding=4, flip=True, test_limit=1000),
+                  ("erm", "mixup", "cutmix", "manifold"), trials=2,
+                  scaling="PreActResNet-18 at width 16, 1,000 training images, 15 epochs, 1,000 test images, "
+                  "instead of the full network, 50,000 images and 200-2,000 epochs", source="CPU check"))
+# AlignMixup repository protocol (SPEC.md): PreActResNet-18 with BN+ReLU after the stem, 2000 epochs, lr / 10 at
+# 500, 1000, 1500, batch 128, weight decay 1e-4, crop 4 + flip. The repository reports the best test epoch; we
+# report the last.
+register(Protocol("alignmixup-cifar10", "AlignMixup paper, CIFAR-10, PreActResNet-18 (stem BN), 2000 epochs",
+                  dict(dataset="cifar10", model="preactresnet18", model_kwargs={"stem_bn": True}, epochs=2000,
+                       batch_size=128, lr=0.1, momentum=0.9, weight_decay=1e-4, schedule="multistep",
+                       milestones=(500, 1000, 1500), crop_padding=4, flip=True),
+                  ("erm", "mixup", "manifold", "alignmix"), trials=3, source="AlignMixup_CVPR22 repository"))

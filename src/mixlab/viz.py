@@ -16,15 +16,6 @@ def _plt():
     return plt
 
 
-def _save(fig, path: str | Path, dpi: int) -> Path:
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=dpi)
-    _plt().close(fig)
-    return path
-
-
 def to_image(x: Tensor):
     """(C, H, W) float in [0, 1] -> array for imshow."""
     x = x.detach().float().clamp(0, 1).cpu()
@@ -54,7 +45,7 @@ def mix_grid(x: Tensor, x2: Tensor, x_mix: Tensor, t: Tensor, t2: Tensor, t_mix:
                 ax.set_title(head, fontsize=9)
     if title:
         fig.suptitle(title, fontsize=10)
-    return _save(fig, path, 100)
+    return save_figure(fig, path, dpi=100)
 
 
 def line_plot(series: dict[str, tuple[list[float], list[float]]], path: str | Path, xlabel: str, ylabel: str,
@@ -69,7 +60,7 @@ def line_plot(series: dict[str, tuple[list[float], list[float]]], path: str | Pa
         ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    return _save(fig, path, 110)
+    return save_figure(fig, path, dpi=110)
 
 
 def image_table(columns: list[tuple[str, Tensor]], path: str | Path, row_labels: list[str] | None = None,
@@ -94,7 +85,7 @@ def image_table(columns: list[tuple[str, Tensor]], path: str | Path, row_labels:
                 ax.set_ylabel(row_labels[i], fontsize=7)
     if title:
         fig.suptitle(title, fontsize=9)
-    return _save(fig, path, 100)
+    return save_figure(fig, path, dpi=100)
 
 
 def alignment_figure(x1: Tensor, x2: Tensor, r: Tensor, grid: tuple[int, int], path: str | Path,
@@ -127,7 +118,7 @@ def alignment_figure(x1: Tensor, x2: Tensor, r: Tensor, grid: tuple[int, int], p
     fig.colorbar(im, ax=axr, fraction=0.046)
     if title:
         fig.suptitle(title, fontsize=10)
-    return _save(fig, path, 100)
+    return save_figure(fig, path, dpi=100)
 
 
 def weights_figure(lam: Tensor, t_mix: Tensor, classes: list[str], path: str | Path, title: str = "",
@@ -143,4 +134,32 @@ def weights_figure(lam: Tensor, t_mix: Tensor, classes: list[str], path: str | P
     a1.set_xlabel("mixed example"), a1.set_title("mixed targets Y Lambda", fontsize=9)
     if title:
         fig.suptitle(title, fontsize=10)
-    return _save(fig, path, 100)
+    return save_figure(fig, path, dpi=100)
+
+
+def save_figure(fig, path: str | Path, dpi: int = 110) -> Path:
+    """``tight_layout``, write ``path`` (folders created) and close the figure."""
+    plt = _plt()
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+    return path
+
+
+def two_panel_plot(panels: list[tuple[dict[str, tuple[list, list]], str, str]], path: str | Path, xlabel: str,
+                   title: str = "", marker: str | None = None) -> Path:
+    """Side-by-side line plots: each panel ``({name: (xs, ys)}, ylabel, panel title)``."""
+    plt = _plt()
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 3.6), squeeze=False)
+    for ax, (series, ylabel, head) in zip(axes[0], panels):
+        for name, (xs, ys) in series.items():
+            ax.plot(xs, ys, marker=marker, ms=3, label=name)
+        ax.set_xlabel(xlabel), ax.set_ylabel(ylabel)
+        if head:
+            ax.set_title(head, fontsize=9)
+        ax.grid(alpha=0.3), ax.legend(fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return save_figure(fig, path)

@@ -18,6 +18,8 @@ COMMANDS = (
     "mixlab.cli.bench_ot",
     "mixlab.cli.transformmix",
     "mixlab.cli.bench_mixers",
+    "mixlab.cli.eval",
+    "mixlab.cli.reproduce",
 )
 
 

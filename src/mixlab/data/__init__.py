@@ -21,6 +21,7 @@ DATASETS.register("cr", T + "load_cr", "CR customer reviews (10-fold CV)")
 DATASETS.register("mpqa", T + "load_mpqa", "MPQA opinion polarity (10-fold CV)")
 #: datasets trained by mixlab.train.text.TextTrainer
 TEXT_DATASETS = frozenset({"trec", "sst1", "sst2", "subj", "mr", "cr", "mpqa"})
+DATASETS.register("miml", "mixlab.data.miml:load_miml", "MIML scenes, 2,000 bags of 9 x 15 features, 5 labels (multi-label)")
 
 
 def load_dataset(name: str, split: str = "train", root=None, download: bool = True):

@@ -64,6 +64,8 @@ class TrainConfig:
     max_steps: int | None = None  # stop after this many optimiser steps (epochs then only bound the loop)
     eval_steps: int = 0  # evaluate dev and test every N steps (dev-selected / best-step errors)
     data_kwargs: dict = field(default_factory=dict)  # loader options (fold, dev_fraction, ratio, ...)
+    #: train (and test) on these classes only, relabelled 0..n-1 in this order (open-set protocols)
+    train_classes: tuple[int, ...] | None = None
 
     def identity(self) -> dict:
         d = dataclasses.asdict(self)
@@ -71,7 +73,22 @@ class TrainConfig:
         for name, default in _OPTIONAL_IDENTITY.items():  # keep the run ids of default runs as they were
             if d[name] == default:
                 del d[name]
+        if d.get("train_classes") is not None:
+            d["train_classes"] = list(d["train_classes"])
         return d
+
+    @classmethod
+    def from_identity(cls, d: dict) -> "TrainConfig":
+        """The config of a stored run (``identity()`` or a checkpoint's ``config``); unknown keys are refused."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ValueError(f"this build's TrainConfig has no fields {unknown}; the run was made by another build")
+        d = dict(d)
+        d["milestones"] = tuple(d.get("milestones", ()))
+        if d.get("train_classes") is not None:
+            d["train_classes"] = tuple(d["train_classes"])
+        return cls(**d)
 
     def run_id(self) -> str:
         blob = json.dumps(self.identity(), sort_keys=True, default=str).encode()
@@ -79,7 +96,7 @@ class TrainConfig:
 
 
 _OPTIONAL_IDENTITY = {"channels_last": False, "bf16": False, "compile": False, "world_size": 1, "max_steps": None,
-                      "eval_steps": 0, "data_kwargs": {}}
+                      "eval_steps": 0, "data_kwargs": {}, "train_classes": None}
 
 
 def compile_model(model: nn.Module, **kwargs) -> nn.Module:
@@ -138,6 +155,22 @@ def evaluate(model: nn.Module, x: Tensor, y: Tensor, augment: BatchAugment, batc
     return {"test_error": 100.0 * (1 - correct1 / n),
             "test_top5_error": 100.0 * (1 - correct5 / n) if num_classes and num_classes > 5 else None,
             "test_loss": loss / n, "test_size": n}
+
+
+def restrict_classes(data, classes: tuple[int, ...]):
+    """The examples of ``classes`` only, labels relabelled ``0..n-1`` in the order given (open-set training)."""
+    classes = tuple(int(c) for c in classes)
+    if len(set(classes)) != len(classes) or not classes or min(classes) < 0 or max(classes) >= data.num_classes:
+        raise ValueError(f"train_classes must be distinct class indices in [0, {data.num_classes - 1}], got {classes}")
+    if data.y.dim() != 1:
+        raise ValueError("train_classes needs single-label data (integer labels)")
+    lookup = torch.full((data.num_classes,), -1, dtype=torch.long)
+    lookup[torch.tensor(classes)] = torch.arange(len(classes))
+    keep = lookup[data.y] >= 0
+    sub = data.subset(keep.nonzero().flatten(), f"classes {list(classes)} of {data.note}")
+    sub.y = lookup[sub.y]
+    sub.classes = [data.classes[c] for c in classes]
+    return sub
 
 
 def atomic_save(obj: Any, path: Path) -> None:
@@ -229,6 +262,8 @@ class Trainer:
         c, dev = self.config, self.device
         train = load_dataset(c.dataset, "train", self.data_dir)
         test = load_dataset(c.dataset, "test", self.data_dir)
+        if c.train_classes is not None:
+            train, test = restrict_classes(train, c.train_classes), restrict_classes(test, c.train_classes)
         if c.subset_per_class:
             idx = per_class_indices(train.y, c.subset_per_class, seed=c.seed, num_classes=train.num_classes)
             train = train.subset(idx, f"{c.subset_per_class} per class from {train.note}")
@@ -255,7 +290,14 @@ class Trainer:
         return self.augment(self.x_train[idx], generator)
 
     def evaluate(self) -> dict:
-        """Test metrics; keys at least ``test_error`` and ``test_top5_error`` (percent or None)."""
+        """Test metrics; keys at least ``test_error`` and ``test_top5_error`` (percent or None).
+
+        Multi-label data (2-D float ``y``): ``test_map`` (mean average precision, percent) and
+        ``test_error = 100 - test_map``, so tables of errors stay comparable in direction."""
+        if self.multilabel:
+            from ..eval.multilabel import evaluate_multilabel
+
+            return evaluate_multilabel(self.model, self.x_test, self.y_test, self.augment)
         return evaluate(self.model, self.x_test, self.y_test, self.augment)
 
     def autocast(self):

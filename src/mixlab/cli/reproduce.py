@@ -1,0 +1,37 @@
+"""``mixlab reproduce NAME [--quick] [--trials T]``: run a paper's table as far as this build and the data
+allow, and write a Markdown report with the paper's numbers beside ours (resumable: finished runs are skipped)."""
+from __future__ import annotations
+
+import shlex
+import sys
+
+from .common import add_common, apply_threads
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("reproduce", help="reproduce a paper's table: train what is missing, write a report")
+    p.add_argument("name", nargs="?", default=None, help="reproduction name (--list to see them)")
+    p.add_argument("--list", action="store_true", help="list the reproductions and exit")
+    p.add_argument("--quick", action="store_true", help="the CPU-sized protocols (said in the report)")
+    p.add_argument("--trials", type=int, default=None, help="seeds 0..T-1 (default: each protocol's)")
+    p.add_argument("--report-dir", default=None, help="where report.md, results.json and PNGs go "
+                   "(default <out>/reports/NAME[-quick])")
+    p.add_argument("--no-progress", action="store_true")
+    add_common(p)
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from ..reproduce import REPRODUCTIONS, run_reproduction
+
+    if args.list or not args.name:
+        for name, r in sorted(REPRODUCTIONS.items()):
+            print(f"{name:<22} {r.title}")
+        return 0 if args.list else 2
+    apply_threads(args)
+    command = "mixlab " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:2] == ["reproduce"] else None
+    path = run_reproduction(args.name, out=args.out, quick=args.quick, trials=args.trials, data_dir=args.data_dir,
+                            device=args.device, report_dir=args.report_dir,
+                            progress=False if args.no_progress else None, command=command)
+    print(f"report: {path}")
+    return 0
