@@ -28,7 +28,7 @@ def save(obj, name):
 
 
 # ---------------------------------------------------------------------------------------------- 1. methods
-methods = ["erm", "mixup", "cutmix", "bc", "manifold"] + [m for m in ("alignmix", "multimix", "automix")
+methods = ["erm", "mixup", "cutmix", "bc", "manifold"] + [m for m in ("alignmix", "multimix", "automix-zhu")
                                                          if m in METHODS]
 for method in methods:
     trainer = Trainer(TrainConfig(method=method, **SMALL), out=OUT / "methods", progress=False)
@@ -38,6 +38,16 @@ for method in methods:
     save({"params": {k: v.detach().clone() for k, v in trainer.model.named_parameters()},
           "init": {k: v.detach().clone() for k, v in init.model.named_parameters()},
           "result": {k: result[k] for k in ("test_error", "world_size")}}, f"method_{method}")
+
+
+# global-batch MultiMix through the real engine: parameters stay in sync and the weights span both ranks' rows
+if "multimix" in METHODS:
+    # digits: 1,297 images -> 649 per rank (padded as DistributedSampler) = 11 batches of 59, none partial
+    trainer = Trainer(TrainConfig(method="multimix", method_kwargs={"n": 40, "global_batch": True},
+                                  **dict(SMALL, batch_size=59)), out=OUT / "global", progress=False, store=False)
+    trainer.run()
+    save({"params": {k: v.detach().clone() for k, v in trainer.model.named_parameters()},
+          "weights_rows": trainer.method.last_weights.shape[0], "batch": 59}, "global_multimix")
 
 
 # ------------------------------------------------------------------------------------------ 2. gather_global

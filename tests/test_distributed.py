@@ -50,6 +50,15 @@ def test_parameters_identical_across_ranks_for_every_method(worker):
         assert r0["result"] == r1["result"] and r0["result"]["world_size"] == 2
 
 
+def test_global_batch_multimix_mixes_over_both_ranks(worker):
+    if "multimix" not in worker.methods:
+        pytest.skip("multimix is not registered")
+    r0, r1 = worker("global_multimix")
+    assert r0["weights_rows"] == 2 * r0["batch"]  # Lambda spans the global batch (world x b examples)
+    for k in r0["params"]:
+        assert torch.equal(r0["params"][k], r1["params"][k]), k
+
+
 def test_global_batch_gather_sees_other_rank_and_routes_gradients(worker):
     for rank, g in enumerate(worker("gather")):
         # every rank sees both ranks' embeddings, in rank order; its own rows are its own

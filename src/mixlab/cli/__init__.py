@@ -32,9 +32,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _shutdown_distributed() -> None:
+    """Leave the torchrun process group cleanly (gloo can abort at interpreter exit otherwise)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    try:
+        return _run(args)
+    finally:
+        _shutdown_distributed()
+
+
+def _run(args) -> int:
     try:
         return args.func(args) or 0
     except (KeyError, ValueError, TypeError, RuntimeError, FileNotFoundError) as error:

@@ -46,17 +46,22 @@ class MultiMix(Method):
         n: mixed embeddings per batch (1000).
         alpha: Dirichlet concentration (1.0).
         clean_weight: weight of the clean-example loss (1.0; see the module docstring).
+        global_batch: under torchrun, interpolate over the *global* batch: embeddings and targets of every rank
+            are gathered (:func:`mixlab.train.distributed.gather_global`), each rank draws its own ``n`` mixtures
+            over all ``m = world x b`` examples, and gradients flow back to each rank's own examples. A no-op in
+            one process.
     """
 
     name = "multimix"
     needs_stages = True
 
-    def __init__(self, n: int = 1000, alpha: float = 1.0, clean_weight: float = 1.0, num_classes=None, seed=0,
-                 check_inputs=True):
+    def __init__(self, n: int = 1000, alpha: float = 1.0, clean_weight: float = 1.0, global_batch: bool = False,
+                 num_classes=None, seed=0, check_inputs=True):
         super().__init__(num_classes, seed, check_inputs)
         if int(n) < 1:
             raise ValueError(f"n (mixed examples per batch) must be >= 1, got {n}")
         self.n, self.alpha, self.clean_weight = int(n), check_alpha(alpha), float(clean_weight)
+        self.global_batch = bool(global_batch)
         self.last_weights: Tensor | None = None
 
     def weights(self, b: int, device, batch: tuple[int, ...] = ()) -> Tensor:
@@ -65,13 +70,18 @@ class MultiMix(Method):
         return lam.to(device, non_blocking=True)
 
     def training_loss(self, model, x, targets, loss_fn=soft_cross_entropy):
-        z = model.embed(x)  # (b, d)
-        lam = self.weights(z.shape[0], z.device).to(z.dtype)  # Lambda (b, n)
+        z_local = model.embed(x)  # (b, d)
+        z, t = z_local, targets
+        if self.global_batch:  # beyond the mini-batch, across processes
+            from ..train.distributed import gather_global
+
+            z, t = gather_global(z_local), gather_global(targets)
+        lam = self.weights(z.shape[0], z.device).to(z.dtype)  # Lambda (m, n)
         z_mix = lam.t() @ z  # eq. 3, as rows: (n, d)
-        t_mix = lam.t() @ targets.to(z.dtype)  # eq. 4
+        t_mix = lam.t() @ t.to(z.dtype)  # eq. 4
         loss = loss_fn(model.head(z_mix), t_mix)
         if self.clean_weight:
-            loss = loss + self.clean_weight * loss_fn(model.head(z), targets)
+            loss = loss + self.clean_weight * loss_fn(model.head(z_local), targets)
         return loss
 
     def show(self, x01, targets, classes, path, context):
