@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
+from .registry import Registry
 from .train.engine import TrainConfig
 
 
@@ -29,18 +30,16 @@ class Protocol:
         return TrainConfig(method=method, seed=seed, protocol=self.name, method_kwargs=kwargs, **fields)
 
 
-PROTOCOLS: dict[str, Protocol] = {}
+PROTOCOLS = Registry("protocol")
 
 
 def register(p: Protocol) -> Protocol:
-    PROTOCOLS[p.name] = p
+    PROTOCOLS.register(p.name, p, p.description)
     return p
 
 
 def get_protocol(name: str) -> Protocol:
-    if name not in PROTOCOLS:
-        raise KeyError(f"unknown protocol {name!r}. Available: {', '.join(sorted(PROTOCOLS))}")
-    return PROTOCOLS[name]
+    return PROTOCOLS.get(name)
 
 
 TABLE4_METHODS = ("erm", "bc", "mixup", "manifold")

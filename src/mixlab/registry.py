@@ -48,7 +48,10 @@ class Registry:
         key = str(name).lower()
         return self._aliases.get(key, key) in self._targets
 
-    def get(self, name: str) -> Callable:
+    def get(self, name: str, default: Any = KeyError) -> Callable:
+        """The registered target; unknown names raise a KeyError listing the choices unless ``default`` is given."""
+        if default is not KeyError and name not in self:
+            return default
         key = self.canonical(name)
         target = self._targets[key]
         if isinstance(target, str):
@@ -59,6 +62,31 @@ class Registry:
 
     def create(self, name: str, **kwargs: Any) -> Any:
         return self.get(name)(**kwargs)
+
+    # read-only mapping view: registry[name], iteration over names, items()
+    def __getitem__(self, name: str) -> Any:
+        return self.get(name)
+
+    def __iter__(self):
+        return iter(self.names())
+
+    def __len__(self) -> int:
+        return len(self._targets)
+
+    def items(self) -> list[tuple[str, Any]]:
+        return [(name, self.get(name)) for name in self.names()]
+
+    def __setitem__(self, name: str, target: Any) -> None:  # replace or add (e.g. a test's temporary entry)
+        key = str(name).lower()
+        self._targets[key] = target
+        self._help.setdefault(key, "")
+
+    def __delitem__(self, name: str) -> None:
+        key = self.canonical(name)
+        del self._targets[key], self._help[key]
+
+    def values(self) -> list[Any]:
+        return [self.get(name) for name in self.names()]
 
 
 METHODS = Registry("method")

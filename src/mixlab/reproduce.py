@@ -23,6 +23,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Callable
 
+from .registry import Registry
 from .results import ResultsStore
 from .results.store import mean_std
 
@@ -83,18 +84,16 @@ class Reproduction:
     paper_only: tuple[str, ...] = ()  # paper tables shown verbatim for context (not comparable cell by cell)
 
 
-REPRODUCTIONS: dict[str, Reproduction] = {}
+REPRODUCTIONS = Registry("reproduction")
 
 
 def register(r: Reproduction) -> Reproduction:
-    REPRODUCTIONS[r.name] = r
+    REPRODUCTIONS.register(r.name, r, r.title)
     return r
 
 
 def get_reproduction(name: str) -> Reproduction:
-    if name not in REPRODUCTIONS:
-        raise KeyError(f"unknown reproduction {name!r}. Available: {', '.join(sorted(REPRODUCTIONS))}")
-    return REPRODUCTIONS[name]
+    return REPRODUCTIONS.get(name)
 
 
 def paper_numbers() -> dict:
