@@ -107,5 +107,6 @@ class AlignMixup(Method):
 def _default_model(x: Tensor, num_classes: int, generator: torch.Generator):
     from ..models import MODELS
 
-    torch.manual_seed(int(torch.randint(2 ** 31, (1,), generator=generator)))
-    return MODELS.create("preactresnet18", num_classes=num_classes, in_channels=x.shape[1], width=16)
+    with torch.random.fork_rng():  # seed the picture's untrained network without touching the caller's RNG
+        torch.manual_seed(int(torch.randint(2 ** 31, (1,), generator=generator)))
+        return MODELS.create("preactresnet18", num_classes=num_classes, in_channels=x.shape[1], width=16)

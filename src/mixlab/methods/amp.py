@@ -133,7 +133,7 @@ class AMP(Method):
         loss = loss_cur * mask + loss_pre * (1 - mask)
         if self.reweight:
             loss = loss * self.weights(gap)
-        self.last = MixInfo(lam.detach().cpu(), perm)
+        self.last = MixInfo(lam.detach(), perm)  # stays on the device: no host sync per step
         self.last_step = {"lam": lam.detach(), "grad": grad.detach(), "lam_adv": lam_adv, "loss_pre": loss_pre.detach(),
                           "loss_cur": loss_cur.detach(), "mask": mask}
         return loss.mean()

@@ -44,7 +44,7 @@ class BetweenClass(InputMixer):
     def mix(self, x: Tensor, t: Tensor):
         index = different_class_partners(t, self.generator)
         r = torch.rand(x.shape[0], generator=self.generator)
-        self.last = MixInfo(r, index.cpu() if index.device.type == "cpu" else index)
+        self.last = MixInfo(r, index)
         r_d = r.to(x.device, non_blocking=True)
         x2 = x[index]
         t_mix = interpolate(t, t[index], r_d)
