@@ -70,6 +70,10 @@ def test_results_store_rows_and_summary(tmp_path):
     assert row["std_error"] == pytest.approx(abs(errors[0] - errors[1]) / 2 ** 0.5)
     with sqlite3.connect(tmp_path / "results.db") as db:
         assert db.execute("SELECT count(*) FROM runs").fetchone()[0] == 2
+    # a run of another configuration in the same store is its own row, labelled by what differs
+    changed = {**runs[0], "seed": 2, "test_error": 99.0, "config": {**runs[0]["config"], "seed": 2, "lr": 0.5}}
+    rows = summarize(runs + [changed], keys=("method",))
+    assert [(r["trials"], r["variant"]) for r in rows] == [(2, "lr=0.05"), (1, "lr=0.5")]
 
 
 def test_lr_schedules():

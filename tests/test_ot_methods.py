@@ -75,6 +75,17 @@ def test_barycenter_matches_pot_and_is_per_pair_independent():
     torch.testing.assert_close(alone[0], ours[2], atol=1e-6, rtol=0)
 
 
+def test_over_relaxation_keeps_the_fixed_point_and_saves_iterations():
+    a = digits_like(8, seed=3, size=16).reshape(4, 2, 16, 16)
+    w = torch.tensor([[0.2, 0.8], [0.5, 0.5], [0.7, 0.3], [0.9, 0.1]], dtype=torch.float64)
+    plain, info1 = convolutional_barycenter(a, w, 0.004, tol=1e-9, max_iter=5000, relax=1.0, log=True)
+    fast, info2 = convolutional_barycenter(a, w, 0.004, tol=1e-9, max_iter=5000, relax=1.5, log=True)
+    torch.testing.assert_close(fast, plain, atol=1e-7, rtol=0)
+    assert int(info2["niter"].sum()) < 0.85 * int(info1["niter"].sum())
+    with pytest.raises(ValueError, match="relax"):
+        convolutional_barycenter(a, w, 0.004, relax=2.0)
+
+
 def test_barycenter_half_precision_and_bad_input():
     a = digits_like(2, size=12).reshape(1, 2, 12, 12)
     out = convolutional_barycenter(a.half(), torch.tensor([0.5, 0.5]), 0.01)

@@ -29,5 +29,6 @@ def run(args) -> int:
     print(header)
     for r in rows:
         print(f"{str(r['protocol']):<26}{r['dataset']:<15}{r['model']:<16}{r['method']:<20}"
-              f"{r['mean_error']:>14.2f} +- {r['std_error']:<6.2f}{r['trials']:>4}")
+              f"{r['mean_error']:>14.2f} +- {r['std_error']:<6.2f}{r['trials']:>4}"
+              + (f"   [{r['variant']}]" if r["variant"] else ""))
     return 0

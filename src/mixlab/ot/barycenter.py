@@ -106,7 +106,7 @@ def blur(images: Tensor, reg: float, kernel: str = "auto") -> Tensor:
 
 
 def convolutional_barycenter(images: Tensor, weights: Tensor, reg: float, max_iter: int = 1000, tol: float = 1e-4,
-                             check_every: int = 10, kernel: str = "auto", log: bool = False):
+                             check_every: int = 10, kernel: str = "auto", relax: float = 1.5, log: bool = False):
     """Entropic Wasserstein barycenters of ``B`` groups of ``k`` images, all groups solved at once.
 
     Args:
@@ -122,6 +122,11 @@ def convolutional_barycenter(images: Tensor, weights: Tensor, reg: float, max_it
         check_every: iterations between convergence checks; each check is one host sync (none in between).
         kernel: ``auto`` (default), ``image``, ``axis`` or ``exact``: how the log-domain kernel is applied (see
             the module docstring); all give the same result up to rounding.
+        relax: over-relaxation ``omega`` of the ``v`` update, ``G_k <- G_k + omega (G_k^new - G_k)``, i.e.
+            ``v_k <- v_k^(1 - omega) (b / K u_k)^omega`` (Thibault, Chizat, Dossal, Papadakis 2017, "Overrelaxed
+            Sinkhorn-Knopp algorithm"). Same fixed point; ``1`` is the plain algorithm (POT's). The default 1.5
+            needed 1.3x to 1.5x fewer iterations than 1 on MNIST digits for reg 0.002 to 0.03 (k = 2 and 3) and
+            was never slower; 1.8 to 1.9 save more at small reg (1.8x at 0.004) but oscillate at reg >= 0.01.
         log: also return ``{"niter": (B,) iterations used per group, "err": (B,) last criterion}``.
     Returns:
         ``(B, H, W)`` barycenters of unit mass, in the input dtype (computed in float32 for half precision, and
@@ -133,6 +138,8 @@ def convolutional_barycenter(images: Tensor, weights: Tensor, reg: float, max_it
         raise TypeError(f"images must be floating point histograms, got {images.dtype}")
     if not reg > 0:
         raise ValueError(f"reg must be > 0, got {reg}")
+    if not 0 < relax < 2:
+        raise ValueError(f"relax (over-relaxation) must be in (0, 2), got {relax}")
     b, k, h, w = images.shape
     weights = torch.as_tensor(weights, device=images.device)
     if weights.dim() == 1:
@@ -157,6 +164,8 @@ def convolutional_barycenter(images: Tensor, weights: Tensor, reg: float, max_it
         log_ku = lk.log_k_u(g, a, log_a)       # u_k = a_k / K v_k, then K u_k
         new_bar = (wk * log_ku).sum(1)         # b = prod_k (K u_k)^w_k
         g_next = new_bar[:, None] - log_ku     # v_k = b / K u_k
+        if relax != 1.0:
+            g_next = torch.lerp(g, g_next, relax)
         if (it + 1) % check_every == 0 or it + 1 == max_iter:
             # POT's criterion, on the plans before this update: the marginals v_k K u_k should all agree
             marg = torch.exp(g + log_ku)

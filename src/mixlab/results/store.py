@@ -116,18 +116,44 @@ def mean_std(values: list[float]) -> tuple[float, float]:
     return mean, std
 
 
+def _flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = json.dumps(v, sort_keys=True, default=str)
+    return out
+
+
 def summarize(runs: list[dict], keys=("protocol", "dataset", "model", "method"), metric: str = "test_error") -> list[dict]:
-    """Group runs by ``keys`` and give mean +- std of ``metric`` over seeds, in first-seen order."""
+    """Group runs by ``keys`` and give mean +- std of ``metric`` over seeds, in first-seen order.
+
+    Runs whose configs differ other than in the seed (e.g. a method option changed between two benches into the
+    same store) are never averaged together: each configuration is its own row, and where ``keys`` alone do not
+    tell them apart the row's ``variant`` names the differing settings (``""`` otherwise).
+    """
     groups: dict[tuple, list[dict]] = {}
     for r in runs:
         if r.get(metric) is None:
             continue
-        groups.setdefault(tuple(r.get(k) for k in keys), []).append(r)
+        config = {k: v for k, v in (r.get("config") or {}).items() if k != "seed"}
+        sig = json.dumps(config, sort_keys=True, default=str)
+        groups.setdefault((tuple(r.get(k) for k in keys), sig), []).append(r)
+    variants: dict[tuple, list[dict]] = {}
+    for (key, _), members in groups.items():
+        variants.setdefault(key, []).append(_flat({k: v for k, v in members[0].get("config", {}).items()
+                                                   if k != "seed"}))
     rows = []
-    for key, members in groups.items():
+    for (key, _), members in groups.items():
+        label = ""
+        if len(variants[key]) > 1:
+            mine = _flat({k: v for k, v in members[0].get("config", {}).items() if k != "seed"})
+            differing = sorted(k for k in set().union(*variants[key]) if len({v.get(k) for v in variants[key]}) > 1)
+            label = ", ".join(f"{k}={mine.get(k, '-')}" for k in differing)
         vals = [m[metric] for m in members]
         mean, std = mean_std(vals)
-        rows.append({**dict(zip(keys, key)), "trials": len(vals), "mean_error": mean, "std_error": std,
-                     "errors": vals, "seeds": [m["seed"] for m in members],
+        rows.append({**dict(zip(keys, key)), "variant": label, "trials": len(vals), "mean_error": mean,
+                     "std_error": std, "errors": vals, "seeds": [m["seed"] for m in members],
                      "train_seconds": sum(m.get("train_seconds") or 0 for m in members) / len(members)})
     return rows
