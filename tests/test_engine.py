@@ -1,4 +1,5 @@
 """Engine: determinism, resume equality, results store, schedules."""
+import dataclasses
 import json
 import sqlite3
 
@@ -102,3 +103,18 @@ def test_learning_happens(tmp_path):
                 progress=False).run()
     assert r["test_error"] < 30  # 10 classes: chance is 90 %
     assert r["history"][-1]["train_loss"] < r["history"][0]["train_loss"]
+
+
+def test_grad_clip_bounds_the_update_and_keeps_default_run_ids(tmp_path):
+    config = TrainConfig(method="mixup", **{**SMALL, "epochs": 1, "momentum": 0.0, "weight_decay": 0.0})
+    assert "grad_clip" not in config.identity()  # run ids of unclipped runs are unchanged
+    clipped = TrainConfig(**{**dataclasses.asdict(config), "grad_clip": 1e-3})
+    assert clipped.run_id() != config.run_id()
+    trainer = Trainer(clipped, out=tmp_path, progress=False)
+    trainer.setup()
+    before = torch.cat([p.detach().flatten().clone() for p in trainer.model.parameters()])
+    x, t = trainer.train_batch(torch.arange(64), torch.Generator().manual_seed(0)), trainer.t_train[:64]
+    trainer.optimizer_step(trainer.step_loss(x, t))
+    after = torch.cat([p.detach().flatten() for p in trainer.model.parameters()])
+    # plain SGD: the step is lr x the clipped gradient, whose norm is at most grad_clip
+    assert 0 < float((after - before).norm()) <= 0.05 * 1e-3 * (1 + 1e-4)

@@ -55,6 +55,7 @@ class TrainConfig:
     device: str = "cpu"
     protocol: str | None = None
     eval_every: int = 0  # evaluate every N epochs (0: only at the end)
+    grad_clip: float | None = None  # clip the global gradient norm of all trained parameters (AMP authors: 10)
     # GPU path (all off by default: the fp32 path is unchanged)
     channels_last: bool = False  # NHWC memory format for the model and its training batches
     bf16: bool = False  # bfloat16 autocast around forward passes (training and evaluation)
@@ -95,8 +96,8 @@ class TrainConfig:
         return f"{self.method}-{self.dataset}-{self.model}-s{self.seed}-{hashlib.sha1(blob).hexdigest()[:10]}"
 
 
-_OPTIONAL_IDENTITY = {"channels_last": False, "bf16": False, "compile": False, "world_size": 1, "max_steps": None,
-                      "eval_steps": 0, "data_kwargs": {}, "train_classes": None}
+_OPTIONAL_IDENTITY = {"grad_clip": None, "channels_last": False, "bf16": False, "compile": False, "world_size": 1,
+                      "max_steps": None, "eval_steps": 0, "data_kwargs": {}, "train_classes": None}
 
 
 def compile_model(model: nn.Module, **kwargs) -> nn.Module:
@@ -304,6 +305,15 @@ class Trainer:
         """The forward-pass autocast context (bf16 when ``config.bf16``, else a no-op)."""
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.config.bf16)
 
+    def optimizer_step(self, loss: Tensor) -> None:
+        """Backward of ``loss`` and one optimiser step, clipping the gradient norm to ``grad_clip`` if set."""
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.config.grad_clip:
+            params = [p for group in self.optimizer.param_groups for p in group["params"]]
+            torch.nn.utils.clip_grad_norm_(params, self.config.grad_clip)  # no host sync
+        self.optimizer.step()
+
     def step_loss(self, x: Tensor, targets: Tensor) -> Tensor:
         """The method's training loss on one batch (through DDP under torchrun)."""
         with self.autocast():
@@ -378,9 +388,7 @@ class Trainer:
             if c.channels_last and x.dim() == 4:
                 x = x.contiguous(memory_format=torch.channels_last)
             loss = self.step_loss(x, self.t_train[idx])
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            self.optimizer.step()
+            self.optimizer_step(loss)
             total += loss.detach()
             steps += 1
         return total / max(steps, 1)

@@ -129,9 +129,7 @@ class TextTrainer(Trainer):
             idx = order[j * c.batch_size:(j + 1) * c.batch_size]
             x = self.train_batch(idx)
             loss = self.step_loss(x, self.t_train[idx.to(dev)])
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            self.optimizer.step()
+            self.optimizer_step(loss)
             total += loss.detach()
             steps += 1
             if c.eval_steps and step % c.eval_steps == 0:
