@@ -82,7 +82,7 @@ def test_reconstruction_only_moves_generator_toward_first_image():
 
 
 def test_training_loss_is_eq10_and_reaches_the_generator():
-    m = AutoMixZhu(num_classes=10, in_channels=1, seed=3)
+    m = AutoMixZhu(num_classes=10, in_channels=1, seed=3, clean_fraction=0.0)
     x, y = blobs(6, seed=5), torch.arange(6) % 3
     # a constant classifier: the cooperative term is log(10) and gives the generator no gradient
     flat = torch.nn.Linear(1, 10)
@@ -96,6 +96,23 @@ def test_training_loss_is_eq10_and_reaches_the_generator():
     assert torch.allclose(loss, expected, atol=1e-5)
     loss.backward()
     assert all(p.grad is not None for p in m.generator_net.encoder.parameters())
+
+
+def test_default_mixes_half_the_batch_and_classifies_the_other_half_clean():
+    m = AutoMixZhu(num_classes=10, in_channels=1, seed=3)  # clean_fraction 0.5, the authors' repository
+    x, y = blobs(6, seed=5), torch.arange(6) % 3
+    flat = torch.nn.Linear(1, 10)
+    torch.nn.init.zeros_(flat.weight), torch.nn.init.zeros_(flat.bias)
+    seen = []
+    model = lambda inp: (seen.append(inp), flat(inp.mean((1, 2, 3))[:, None]))[1]  # noqa: E731
+    loss = m.training_loss(model, x, one_hot(y))
+    lam, index = m.last.lam, m.last.index
+    assert lam.shape == (3,) and bool((index < 3).all())  # partners come from the mixed half
+    assert torch.equal(seen[0][3:], x[3:])  # the second half reaches the classifier unmixed
+    with torch.no_grad():
+        x_hat = m.generator_net(x[:3], x[:3][index], lam)
+    expected = math.log(10) + 1.5 * reconstruction_loss(x[:3], x[:3][index], x_hat, lam)
+    assert torch.allclose(loss, expected, atol=1e-5)
 
 
 def test_label_strategies_and_pairs():
