@@ -516,8 +516,8 @@ register(Reproduction(
         Column("MNIST(sub)", "automix-mnist-sub", "automix-mnist-sub-quick"),
         Column("F-MNIST(full)", "automix-fmnist-full", None, _FULL_WHY),
         Column("F-MNIST(sub)", "automix-fmnist-sub", "automix-fmnist-sub-quick")), "automix-table4"),),
-    notes="With --quick the sub columns use the CPU-sized protocols (see Protocols: narrower network, fewer "
-          "epochs, 2,000 test images), so our errors are not expected to reach the paper's; the ranking of "
+    notes="With --quick the sub columns use the CPU-sized protocols (see Protocols: a x0.25-width network "
+          "without dropout, 2,000 test images), so our errors are not expected to reach the paper's; the ranking of "
           "methods is what the quick run can show."))
 
 _CIFAR_WHY = "ResNet-18 on CIFAR-10 for 200 epochs is GPU work (days on 2 CPU cores)"
