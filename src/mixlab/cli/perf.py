@@ -16,7 +16,6 @@ import time
 from .common import add_common, apply_threads, parse_kv, print_json
 from .train import GPU_FLAGS, add_gpu_flags
 
-#: ratio targets (step time vs ERM) the method issues aim at; input mixers share one
 #: step-time targets relative to ERM (the issues' figures); "input mixer" means the classic, parameter-free ones
 TARGETS = {"input mixer": 1.05, "alignmix": 1.2, "multimix": 1.3, "amp": 2.1}
 CLASSIC_INPUT_MIXERS = ("mixup", "cutmix", "bc")

@@ -134,23 +134,22 @@ def summarize(runs: list[dict], keys=("protocol", "dataset", "model", "method"),
     tell them apart the row's ``variant`` names the differing settings (``""`` otherwise).
     """
     groups: dict[tuple, list[dict]] = {}
+    flat: dict[tuple, dict] = {}  # each group's config (seed left out), flattened to "a.b" keys
     for r in runs:
         if r.get(metric) is None:
             continue
         config = {k: v for k, v in (r.get("config") or {}).items() if k != "seed"}
-        sig = json.dumps(config, sort_keys=True, default=str)
-        groups.setdefault((tuple(r.get(k) for k in keys), sig), []).append(r)
+        group = (tuple(r.get(k) for k in keys), json.dumps(config, sort_keys=True, default=str))
+        groups.setdefault(group, []).append(r)
+        flat.setdefault(group, _flat(config))
     variants: dict[tuple, list[dict]] = {}
-    for (key, _), members in groups.items():
-        variants.setdefault(key, []).append(_flat({k: v for k, v in members[0].get("config", {}).items()
-                                                   if k != "seed"}))
+    for group in groups:
+        variants.setdefault(group[0], []).append(flat[group])
     rows = []
-    for (key, _), members in groups.items():
-        label = ""
-        if len(variants[key]) > 1:
-            mine = _flat({k: v for k, v in members[0].get("config", {}).items() if k != "seed"})
-            differing = sorted(k for k in set().union(*variants[key]) if len({v.get(k) for v in variants[key]}) > 1)
-            label = ", ".join(f"{k}={mine.get(k, '-')}" for k in differing)
+    for group, members in groups.items():
+        key, siblings = group[0], variants[group[0]]
+        differing = sorted(k for k in set().union(*siblings) if len({v.get(k) for v in siblings}) > 1)
+        label = ", ".join(f"{k}={flat[group].get(k, '-')}" for k in differing)
         vals = [m[metric] for m in members]
         mean, std = mean_std(vals)
         rows.append({**dict(zip(keys, key)), "variant": label, "trials": len(vals), "mean_error": mean,
