@@ -118,3 +118,27 @@ def test_grad_clip_bounds_the_update_and_keeps_default_run_ids(tmp_path):
     after = torch.cat([p.detach().flatten() for p in trainer.model.parameters()])
     # plain SGD: the step is lr x the clipped gradient, whose norm is at most grad_clip
     assert 0 < float((after - before).norm()) <= 0.05 * 1e-3 * (1 + 1e-4)
+
+
+def test_holdout_is_disjoint_from_training_images_and_shared_by_trials(tmp_path):
+    from mixlab.data import load_dataset
+    from mixlab.data.subsets import per_class_indices
+    from mixlab.train.engine import split_holdout
+
+    full = load_dataset("digits", "train")
+    keys = lambda data: {bytes(row) for row in data.x.flatten(1).numpy()}
+    taken = [per_class_indices(full.y, 20, seed=s) for s in (0, 1)]
+    holdouts = [split_holdout(full, 10, t)[0] for t in taken]
+    for t, h in zip(taken, holdouts):
+        assert torch.bincount(h.y, minlength=10).tolist() == [10] * 10
+        assert not keys(h) & keys(full.subset(t))
+    # mostly the same images: here each subset claims 20 of about 130 images per class (MNIST: 50 of 6,000)
+    assert len(keys(holdouts[0]) & keys(holdouts[1])) >= 60
+    rest_holdout, rest = split_holdout(full, 10)
+    assert len(rest.y) + len(rest_holdout.y) == len(full.y) and not keys(rest) & keys(rest_holdout)
+    with pytest.raises(ValueError, match="holdout_per_class"):
+        split_holdout(full, 10_000)
+    config = TrainConfig(method="erm", **{**SMALL, "epochs": 1}, subset_per_class=20, holdout_per_class=10)
+    result = Trainer(config, out=tmp_path, progress=False).run()
+    assert result["test_set"].startswith("validation") and result["test_size"] == 100
+    assert config.run_id() != TrainConfig(method="erm", **{**SMALL, "epochs": 1}, subset_per_class=20).run_id()

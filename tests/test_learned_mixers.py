@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 from mixlab.methods.automix_zhu import AutoMixZhu, BarycenterUNet, reconstruction_loss
 from mixlab.methods.learned import choose_partners, count_parameters
-from mixlab.methods.transformmix import MixingModule, TransformMix, class_activation_maps
+from mixlab.methods.transformmix import MixingModule, TransformMix, class_activation_maps, fit_mixup_temperature
 from mixlab.models.cnn11 import CNN11
 from mixlab.registry import METHODS
 
@@ -180,6 +180,55 @@ def test_stn_is_identity_at_initialisation():
     assert torch.allclose(out.theta, identity)
     assert torch.allclose(out.x_warped, x, atol=1e-5)
     assert torch.allclose(out.cams_warped, cams, atol=1e-5)
+
+
+def test_lambda_prior_starts_from_the_masks_of_input_mixup():
+    module = MixingModule(k=3, image_size=28, lambda_prior=True)
+    torch.nn.init.zeros_(module.mask_net.net[-1].weight)
+    torch.nn.init.zeros_(module.mask_net.net[-1].bias)  # an f_m that says nothing
+    x = blobs(12, seed=12).reshape(4, 3, 1, 28, 28)
+    lam = torch.distributions.Dirichlet(torch.ones(3)).sample((4,))
+    out = module(x, torch.rand(4, 3, 28, 28), lam, torch.randn(4, 1, 28, 28))
+    assert torch.allclose(out.masks, lam[:, :, None, None].expand(4, 3, 28, 28), atol=1e-6)
+    assert torch.allclose(out.x_mix, torch.einsum("bk,bkchw->bchw", lam, x), atol=1e-5)  # = input mixup
+    plain = MixingModule(k=3, image_size=28)  # the paper's f_m: 1/k masks whatever lambda
+    plain.load_state_dict(module.state_dict())
+    assert torch.allclose(plain(x, torch.rand(4, 3, 28, 28), lam, torch.randn(4, 1, 28, 28)).masks,
+                          torch.full((4, 3, 28, 28), 1 / 3), atol=1e-6)
+
+
+class LogTeacher(torch.nn.Module):
+    """Logits ``s * log(x)`` on one-hot "images": softmax(logits / T) is the mixed label exactly when T = s."""
+
+    def __init__(self, s):
+        super().__init__()
+        self.s = s
+
+    def forward(self, x):
+        return self.s * x.flatten(1).clamp_min(1e-12).log()
+
+
+@pytest.mark.parametrize("s", [0.5, 4.0, 20.0])
+def test_fitted_temperature_recovers_the_teachers_sharpness(s):
+    y = torch.arange(200) % 10
+    x = one_hot(y)[:, None, None, :]  # (N, 1, 1, 10)
+    g = torch.Generator().manual_seed(0)
+    t = fit_mixup_temperature(LogTeacher(s), x, one_hot(y), alpha=1.0, k=2, generator=g)
+    assert abs(math.log(t / s)) < 0.03  # the grid's step is 5.9%
+
+
+def test_search_with_fitted_temperature_records_it():
+    teacher = tiny_teacher(1, 8)
+    m = TransformMix(num_classes=10, search_epochs=1, search_batch_size=32, teacher_temperature="auto", seed=0)
+    m.teacher = teacher.requires_grad_(False)
+    x = (torch.rand(64, 1, 8, 8) * 255).to(torch.uint8)
+    from mixlab.data.augment import BatchAugment
+
+    m.search_module(x, one_hot(torch.arange(64) % 10), BatchAugment((0.5,), (0.25,)), MixingModule(k=2, image_size=8),
+                    progress=False)
+    assert m.fitted_temperature is not None and 0.1 <= m.fitted_temperature <= 100
+    with pytest.raises(ValueError, match="teacher_temperature"):
+        TransformMix(teacher_temperature=0)
 
 
 def test_cams_are_normalised_and_sized():

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import time
 
-from .common import add_common, apply_threads, print_json
+from .common import add_common, apply_threads, parse_kv, print_json
 
 
 def add_parser(sub) -> None:
@@ -13,6 +13,11 @@ def add_parser(sub) -> None:
     p.add_argument("--methods", default=None, help="comma-separated methods (default: the protocol's)")
     p.add_argument("--trials", type=int, default=None, help="seeds 0..T-1 (default: the protocol's)")
     p.add_argument("--epochs", type=int, default=None, help="override the protocol's epochs")
+    p.add_argument("--method-arg", action="append", metavar="KEY=VALUE",
+                   help="option for every listed method, on top of the protocol's (repeatable)")
+    p.add_argument("--holdout-per-class", type=int, default=None, metavar="N",
+                   help="report error on N images per class of the training split left out of training (a "
+                        "validation set), not on the test set")
     p.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     p.add_argument("--no-progress", action="store_true")
     add_common(p)
@@ -30,8 +35,10 @@ def format_table(rows: list[dict], baseline: str | None = "erm") -> str:
 
 
 def run_protocol(protocol, methods, trials, out, data_dir=None, device="cpu", progress=None, overrides=None,
-                 log=print) -> list[dict]:
-    """Train every (method, seed) of a protocol not yet in the store; return the summary rows."""
+                 log=print, method_kwargs=None) -> list[dict]:
+    """Train every (method, seed) of a protocol not yet in the store; return the summary rows.
+
+    ``method_kwargs`` are added to every method's options (on top of the protocol's)."""
     from ..results import ResultsStore, summarize
     from ..train import make_trainer
 
@@ -40,6 +47,8 @@ def run_protocol(protocol, methods, trials, out, data_dir=None, device="cpu", pr
     for method in methods:
         for seed in range(trials):
             config = protocol.train_config(method, seed, device=device, **(overrides or {}))
+            if method_kwargs:
+                config.method_kwargs = {**config.method_kwargs, **method_kwargs}
             trainer = make_trainer(config, out=out, data_dir=data_dir, progress=progress)
             run_ids.append(trainer.run_id)
             if store.has_run(trainer.run_id):
@@ -92,13 +101,18 @@ def run(args) -> int:
         METHODS.canonical(m)
     trials = args.trials or protocol.trials
     overrides = {"epochs": args.epochs} if args.epochs else {}
+    if args.holdout_per_class:
+        overrides["holdout_per_class"] = args.holdout_per_class
     print(f"protocol {protocol.name}: {protocol.description}")
     if protocol.scaling:
         print(f"scaled: {protocol.scaling}")
     t0 = time.perf_counter()
     rows = run_protocol(protocol, methods, trials, args.out, args.data_dir, args.device,
-                        False if args.no_progress else None, overrides)
+                        False if args.no_progress else None, overrides, method_kwargs=parse_kv(args.method_arg))
     wall = time.perf_counter() - t0
+    if args.holdout_per_class:
+        print(f"errors below are on the validation holdout ({args.holdout_per_class} per class of the training "
+              f"split), not on the test set")
     print(format_table(rows))
     extra = format_extra(rows)
     if extra:

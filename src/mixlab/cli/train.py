@@ -36,6 +36,9 @@ def add_parser(sub) -> None:
     p.add_argument("--crop-padding", type=int, default=None)
     p.add_argument("--flip", action="store_true", default=None)
     p.add_argument("--test-limit", type=int, default=None, help="evaluate on the first N test images only")
+    p.add_argument("--holdout-per-class", type=int, default=None, metavar="N",
+                   help="evaluate on N images per class of the training split that the run does not train on, "
+                        "instead of the test set (for choosing hyper-parameters)")
     p.add_argument("--eval-every", type=int, default=None)
     p.add_argument("--grad-clip", type=float, default=None, help="clip the gradient norm (the AMP authors use 10)")
     p.add_argument("--max-steps", type=int, default=None, help="stop after N optimiser steps (text protocols)")
@@ -61,7 +64,7 @@ def build_config(args):
         method_kwargs.update(get_protocol(args.protocol).method_kwargs.get(args.method, {}))
         fields["protocol"] = args.protocol
     for name in ("dataset", "model", "subset_per_class", "epochs", "batch_size", "lr", "weight_decay", "schedule",
-                 "milestones", "crop_padding", "flip", "test_limit", "eval_every", "grad_clip", "max_steps",
+                 "milestones", "crop_padding", "flip", "test_limit", "holdout_per_class", "eval_every", "grad_clip", "max_steps",
                  "eval_steps", *GPU_FLAGS):
         value = getattr(args, name)
         if value is not None:

@@ -34,6 +34,11 @@ def add_parser(sub) -> None:
     m.add_argument("--weight-decay", type=float, default=0.01)
     m.add_argument("--momentum", type=float, default=0.9)
     m.add_argument("--batch-size", type=int, default=128)
+    m.add_argument("--teacher-temperature", default=None,
+                   help="T in CE(softmax(teacher / T), y'): a number (1 = the paper's loss) or 'auto' (fitted on "
+                        "input-mixup images); default: the method's")
+    m.add_argument("--lambda-prior", default=None, choices=["true", "false"],
+                   help="start the mask network from input mixup's masks m_i = lambda_i; default: the method's")
     s.add_argument("--no-progress", action="store_true")
     add_common(s, out_default="mixlab-out")
     s.set_defaults(func=run_search)
@@ -53,6 +58,11 @@ def search_config(args):
                      "teacher_epochs": args.teacher_epochs, "search_epochs": args.epochs, "search_lr": args.lr,
                      "search_weight_decay": args.weight_decay, "search_momentum": args.momentum,
                      "search_batch_size": args.batch_size}
+    if args.teacher_temperature is not None:
+        t = args.teacher_temperature
+        method_kwargs["teacher_temperature"] = t if t == "auto" else float(t)
+    if args.lambda_prior is not None:
+        method_kwargs["lambda_prior"] = args.lambda_prior == "true"
     return TrainConfig(method="transformmix", seed=args.seed, device=args.device, method_kwargs=method_kwargs,
                        **fields)
 

@@ -65,6 +65,29 @@ def class_activation_maps(teacher: nn.Module, x: Tensor, classes: Tensor, size: 
     return torch.where(span > 1e-8, (cam - low) / span.clamp_min(1e-8), torch.ones_like(cam)).detach()
 
 
+def fit_mixup_temperature(teacher: nn.Module, x: Tensor, targets: Tensor, alpha: float, k: int,
+                          generator: torch.Generator, grid: Tensor | None = None, chunk: int = 512) -> float:
+    """The temperature ``T`` with which ``softmax(teacher(x~) / T)`` best matches ``y~`` (least cross-entropy) on
+    input-mixup images ``x~ = sum_i lambda_i x_i``, ``lambda ~ Dir(alpha)``, one mix per row of ``x``.
+
+    A teacher trained on the same images is over-confident on mixtures: at ``T = 1`` the search can lower its
+    loss by distorting images until the teacher is unsure, rather than by keeping what identifies each image.
+    ``x`` (N, C, H, W) model inputs (a convex mix of normalised images is the normalised mix), ``targets`` (N, c).
+    ``grid``: candidate temperatures (default ``logspace(-1, 2, 121)``). Chosen on the grid; one teacher pass.
+    """
+    n = x.shape[0]
+    lam = sample_dirichlet(torch.full((n, k), float(alpha)), generator).to(x.device, x.dtype)
+    index = torch.stack([torch.arange(n)] + [torch.randperm(n, generator=generator) for _ in range(k - 1)]).to(x.device)
+    with torch.no_grad():
+        logits = torch.cat([teacher(torch.einsum("bk,kbchw->bchw", lam[i:i + chunk], x[index[:, i:i + chunk]]))
+                            for i in range(0, n, chunk)]).float()
+    t_mix = torch.einsum("bk,kbc->bc", lam.float(), targets[index].float())
+    grid = torch.logspace(-1, 2, 121) if grid is None else grid
+    grid = grid.to(logits.device)
+    ce = -(t_mix * (logits[None] / grid[:, None, None]).log_softmax(-1)).sum(-1).mean(1)  # (len(grid),)
+    return float(grid[ce.argmin()])
+
+
 # ----------------------------------------------------------------------------------------------- networks
 class SpatialTransformer(nn.Module):
     """``f_s``: (k CAMs, k - 1 lambda maps, noise) ``(B, 2k, S, S)`` -> affine matrices ``(B, k, 2, 3)``.
@@ -134,12 +157,14 @@ class MixingModule(nn.Module):
         image_size: the module's input size ``S`` (CAMs are resized to it).
         ablation: ``none`` (full), ``stn-only``, ``mpn-only`` or ``softmax-cam`` (Table 4).
         stn_hidden, mask_layers, mask_channels, mask_kernel: network sizes.
+        lambda_prior: add ``log lambda_i`` to ``f_m``'s mask logits, so that an untrained ``f_m`` (outputs near 0)
+            gives the masks ``m_i = lambda_i`` of input mixup instead of ``1 / k`` whatever ``lambda``.
     ``forward(x, cams, lam, z)``: ``x`` (B, k, C, H, W) in [0, 1]; ``cams`` (B, k, h, w) in [0, 1]; ``lam`` (B, k)
     rows summing to one; ``z`` (B, 1, S, S) noise. Returns a :class:`MixOutput`.
     """
 
     def __init__(self, k: int = 2, image_size: int = 32, ablation: str = "none", stn_hidden: int = 32,
-                 mask_layers: int = 3, mask_channels: int = 32, mask_kernel: int = 3):
+                 mask_layers: int = 3, mask_channels: int = 32, mask_kernel: int = 3, lambda_prior: bool = False):
         super().__init__()
         if int(k) < 2:
             raise ValueError(f"k (images per mixed sample) must be >= 2, got {k}")
@@ -148,6 +173,7 @@ class MixingModule(nn.Module):
         self.k, self.image_size, self.ablation = int(k), int(image_size), ablation
         self.sizes = dict(stn_hidden=stn_hidden, mask_layers=mask_layers, mask_channels=mask_channels,
                           mask_kernel=mask_kernel)
+        self.lambda_prior = bool(lambda_prior)
         self.stn = SpatialTransformer(self.k, stn_hidden) if ablation in ("none", "stn-only") else None
         self.mask_net = MaskNet(self.k, mask_layers, mask_channels, mask_kernel) if ablation in ("none", "mpn-only") else None
         self.log_tau = nn.Parameter(torch.zeros(()))
@@ -157,7 +183,8 @@ class MixingModule(nn.Module):
         return self.log_tau.exp()
 
     def config(self) -> dict:
-        return {"k": self.k, "image_size": self.image_size, "ablation": self.ablation, **self.sizes}
+        return {"k": self.k, "image_size": self.image_size, "ablation": self.ablation, **self.sizes,
+                "lambda_prior": self.lambda_prior}
 
     def forward(self, x: Tensor, cams: Tensor, lam: Tensor, z: Tensor) -> MixOutput:
         b, k = x.shape[:2]
@@ -176,6 +203,8 @@ class MixingModule(nn.Module):
         cams_warped = warp(cams[:, :, None], theta, s)[:, :, 0]
         if self.mask_net is not None:
             logits = self.mask_net(torch.cat([cams_warped, lam_maps], 1)) / self.tau    # Eq. 3
+            if self.lambda_prior:  # start from masks m_i = lambda_i (input mixup), see the module docstring
+                logits = logits + lam.clamp_min(1e-6).log()[:, :, None, None]
         else:
             logits = cams_warped / self.tau + lam.clamp_min(1e-6).log()[:, :, None, None]
         masks = logits.softmax(1)
@@ -272,6 +301,10 @@ class TransformMix(PixelSpaceMixer):
         teacher_epochs: epochs of that teacher (default: the task schedule's).
         search_epochs, search_lr, search_weight_decay, search_momentum, search_batch_size: the search stage
             (paper: 100, 5e-4, 0.01, -, 128).
+        teacher_temperature: the search loss is ``CE(softmax(f_t(x') / T), y')``. ``1`` is the paper's loss;
+            ``"auto"`` fits ``T`` once before the search (:func:`fit_mixup_temperature`) so that the teacher's
+            predictions on *input-mixup* images of the training set best match their mixed labels.
+        lambda_prior: start the mask network from the masks of input mixup (:class:`MixingModule`).
         image_size: the module's input size when searching (default: the data's).
     Users call ``attach(teacher, module)`` and then ``mixer(x, y)``; ``x`` in [0, 1] unless
     ``set_normalization`` was called.
@@ -282,8 +315,8 @@ class TransformMix(PixelSpaceMixer):
     def __init__(self, k: int = 2, alpha: float = 1.0, ablation: str = "none", mixer_from: str | None = None,
                  teacher_from: str | None = None, teacher_epochs: int | None = None, search_epochs: int = 100,
                  search_lr: float = 5e-4, search_weight_decay: float = 0.01, search_momentum: float = 0.9,
-                 search_batch_size: int = 128, image_size: int | None = None, num_classes=None, seed=0,
-                 check_inputs=True):
+                 search_batch_size: int = 128, teacher_temperature: float | str = 1.0, lambda_prior: bool = False,
+                 image_size: int | None = None, num_classes=None, seed=0, check_inputs=True):
         super().__init__(num_classes, seed, check_inputs)
         if int(k) < 2:
             raise ValueError(f"k (images per mixed sample) must be >= 2, got {k}")
@@ -291,12 +324,19 @@ class TransformMix(PixelSpaceMixer):
             raise ValueError(f"ablation must be one of {ABLATIONS}, got {ablation!r}")
         self.k, self.alpha, self.ablation = int(k), check_alpha(alpha), ablation
         self.mixer_from, self.teacher_from, self.teacher_epochs = mixer_from, teacher_from, teacher_epochs
+        if teacher_temperature != "auto" and not float(teacher_temperature) > 0:
+            raise ValueError(f"teacher_temperature must be > 0 or 'auto', got {teacher_temperature!r}")
         self.search = dict(epochs=int(search_epochs), lr=float(search_lr), weight_decay=float(search_weight_decay),
                            momentum=float(search_momentum), batch_size=int(search_batch_size))
+        if teacher_temperature != 1.0:  # left out at the paper's loss, so earlier search keys stay valid
+            self.search["teacher_temperature"] = (teacher_temperature if teacher_temperature == "auto"
+                                                  else float(teacher_temperature))
+        self.lambda_prior = bool(lambda_prior)
         self.image_size = image_size
         self.teacher: nn.Module | None = None
         self.module: MixingModule | None = None
         self.last_output: MixOutput | None = None
+        self.fitted_temperature: float | None = None
 
     # ------------------------------------------------------------------------------------------ plumbing
     def attach(self, teacher: nn.Module, module: MixingModule, frozen: bool = True) -> "TransformMix":
@@ -374,6 +414,11 @@ class TransformMix(PixelSpaceMixer):
             opt.load_state_dict(state["optimizer"])
             start, losses = state["epoch"] + 1, state["losses"]
         n, bs = x_uint8.shape[0], self.search["batch_size"]
+        temperature = self.search.get("teacher_temperature", 1.0)
+        if temperature == "auto":
+            gen = torch.Generator().manual_seed(derive_seed(seed, "temperature"))
+            temperature = fit_mixup_temperature(self.teacher, augment(x_uint8, gen), targets, self.alpha, self.k, gen)
+        self.fitted_temperature = float(temperature)
         bar = tqdm(range(start, self.search["epochs"]), initial=start, total=self.search["epochs"],
                    desc="transformmix search", disable=None if progress is None else not progress, leave=False)
         for epoch in bar:
@@ -387,7 +432,7 @@ class TransformMix(PixelSpaceMixer):
                 if idx.numel() < 2:
                     continue
                 x_mix, t_mix, _ = self.mix_with_output(augment(x_uint8[idx], gen), targets[idx], grad=True)
-                loss = soft_cross_entropy(self.teacher(x_mix), t_mix)
+                loss = soft_cross_entropy(self.teacher(x_mix) / temperature, t_mix)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
@@ -412,7 +457,11 @@ class TransformMix(PixelSpaceMixer):
         return f"{c.dataset}-{sub}-s{c.seed}-k{self.k}-{self.ablation}-{digest}"
 
     def module_config(self, trainer) -> dict:
-        return {"k": self.k, "image_size": int(self.image_size or trainer.x_train.shape[-1]), "ablation": self.ablation}
+        config = {"k": self.k, "image_size": int(self.image_size or trainer.x_train.shape[-1]),
+                  "ablation": self.ablation}
+        if self.lambda_prior:
+            config["lambda_prior"] = True
+        return config
 
     # ------------------------------------------------------------------------------------------ engine hook
     def setup(self, trainer) -> None:
@@ -443,7 +492,8 @@ class TransformMix(PixelSpaceMixer):
                 losses = self.search_module(trainer.x_train, trainer.t_train, trainer.augment, module,
                                             folder / "search-checkpoint.pt", trainer.progress, c.seed)
                 meta = {"dataset": c.dataset, "subset_per_class": c.subset_per_class, "seed": c.seed,
-                        "search": self.search, "alpha": self.alpha, "losses": losses}
+                        "search": self.search, "alpha": self.alpha, "losses": losses,
+                        "teacher_temperature": self.fitted_temperature}
                 module.save(path, meta, teacher={k: v for k, v in record.items()})
                 origin = f"searched, saved to {path} (teacher loss {losses[0]:.3f} -> {losses[-1]:.3f})"
         self.attach(teacher, module.to(dev), frozen=True)

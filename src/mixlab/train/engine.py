@@ -39,6 +39,9 @@ class TrainConfig:
     model_kwargs: dict = field(default_factory=dict)
     subset_per_class: int | None = None
     test_limit: int | None = None  # evaluate on the first N test images (quick protocols only)
+    #: evaluate on N images per class of the *training* split, disjoint from the training images, instead of the
+    #: test set: a validation set for choosing hyper-parameters without looking at test images
+    holdout_per_class: int | None = None
     epochs: int = 10
     batch_size: int = 50
     lr: float = 0.1
@@ -97,7 +100,8 @@ class TrainConfig:
 
 
 _OPTIONAL_IDENTITY = {"grad_clip": None, "channels_last": False, "bf16": False, "compile": False, "world_size": 1,
-                      "max_steps": None, "eval_steps": 0, "data_kwargs": {}, "train_classes": None}
+                      "max_steps": None, "eval_steps": 0, "data_kwargs": {}, "train_classes": None,
+                      "holdout_per_class": None}
 
 
 def compile_model(model: nn.Module, **kwargs) -> nn.Module:
@@ -156,6 +160,32 @@ def evaluate(model: nn.Module, x: Tensor, y: Tensor, augment: BatchAugment, batc
     return {"test_error": 100.0 * (1 - correct1 / n),
             "test_top5_error": 100.0 * (1 - correct5 / n) if num_classes and num_classes > 5 else None,
             "test_loss": loss / n, "test_size": n}
+
+
+def split_holdout(full, per_class: int, taken: Tensor | None = None, seed: int = 0):
+    """``(holdout, rest)``: ``per_class`` images of every class of ``full`` (a training split), none of them among
+    the rows ``taken`` (the training subset, if any), and the other rows of ``full``.
+
+    Rows are visited in one fixed random order (``seed``) and the first free ones of each class are taken, so all
+    trials share the holdout except where a trial's training subset claimed one of its rows."""
+    labels = full.y.cpu().long()
+    order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(derive_seed(seed, "holdout")))
+    if taken is not None:
+        free = torch.ones(len(labels), dtype=torch.bool)
+        free[taken.cpu()] = False
+        order = order[free[order]]
+    order = order[torch.sort(labels[order], stable=True).indices]  # by class, random within a class
+    counts = torch.bincount(labels[order], minlength=full.num_classes)
+    if int(counts.min()) < per_class:
+        raise ValueError(f"holdout_per_class={per_class}: some classes have only {int(counts.min())} images "
+                         f"left outside the training subset")
+    rank = torch.arange(len(order)) - (torch.cumsum(counts, 0) - counts)[labels[order]]
+    pick = torch.sort(order[rank < per_class]).values
+    holdout = full.subset(pick, f"validation: {per_class} per class of {full.note}, disjoint from the training "
+                                f"images (test set not used)")
+    keep = torch.ones(len(labels), dtype=torch.bool)
+    keep[pick] = False
+    return holdout, full.subset(keep.nonzero().flatten(), f"{full.note} less {len(pick)} validation images")
 
 
 def restrict_classes(data, classes: tuple[int, ...]):
@@ -265,10 +295,14 @@ class Trainer:
         test = load_dataset(c.dataset, "test", self.data_dir)
         if c.train_classes is not None:
             train, test = restrict_classes(train, c.train_classes), restrict_classes(test, c.train_classes)
+        full, idx = train, None
         if c.subset_per_class:
             idx = per_class_indices(train.y, c.subset_per_class, seed=c.seed, num_classes=train.num_classes)
             train = train.subset(idx, f"{c.subset_per_class} per class from {train.note}")
-        if c.test_limit:
+        if c.holdout_per_class:
+            holdout, rest = split_holdout(full, c.holdout_per_class, taken=idx)
+            train, test = (train if idx is not None else rest), holdout
+        elif c.test_limit:
             test = test.subset(torch.arange(min(c.test_limit, len(test))),
                                f"first {min(c.test_limit, len(test))} of {test.note}")
         self.train_data, self.test_data = train, test
