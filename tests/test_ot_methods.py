@@ -202,6 +202,26 @@ def test_multimix_loss_is_clean_plus_mixed_with_same_weights():
     torch.testing.assert_close(loss, ref)
 
 
+def test_multimix_feature_map_equals_embedding_under_gap_and_not_under_fc_layers():
+    x, t = batch()
+    cnn = mixlab.create_model("cnn11", num_classes=5, in_channels=1, image_size=16, width=0.25, dropout=0.0)
+    for model, same in ((small_model("preactresnet18").eval(), True), (cnn.train(), False)):  # BN on batch stats
+        a = mixlab.create("multimix", num_classes=5, n=32, seed=5).training_loss(model, x, t)
+        method = mixlab.create("multimix", num_classes=5, n=32, seed=5, mix_at="feature-map")
+        b = method.training_loss(model, x, t)
+        if same:  # GAP is linear: mixing before or after it is the same
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+        else:  # cnn11: the mixed feature maps go through the hidden FC layers
+            lam, f = method.last_weights, model.forward_features(x)
+            mixed = (lam.t() @ f.flatten(1)).reshape(-1, *f.shape[1:])
+            ref = mixlab.soft_cross_entropy(model(x), t)
+            ref = ref + mixlab.soft_cross_entropy(model.head(model.pool(mixed)), lam.t() @ t)
+            torch.testing.assert_close(b, ref)
+            assert abs(float(a.detach() - b.detach())) > 1e-4
+    with pytest.raises(ValueError, match="mix_at"):
+        mixlab.create("multimix", num_classes=5, mix_at="input")
+
+
 @pytest.mark.parametrize("name", ["alignmix", "multimix", "dense-multimix"])
 @pytest.mark.parametrize("arch", ["preactresnet18", "cnn11"])
 def test_feature_methods_train_and_same_seed_same_loss(name, arch):

@@ -12,6 +12,8 @@ column to sum one, ``M^j <- M^j diag(1^T M^j)^-1`` (eq. 6), mixes ``Z~^j = Z^j M
 
 Choices the paper leaves open (ours, stated here):
 
+* ``mix_at="embedding"``: after ``model.pool`` (for cnn11, whose ``pool`` is flatten + two hidden FC layers,
+  that is the 256-d input of the last linear layer; ``"feature-map"`` mixes before the FC layers instead);
 * loss = ``clean_weight`` x loss on the ``b`` clean examples + mean loss over the ``n`` mixed ones
   (``clean_weight=1``; 0 trains on mixed examples only); ``alpha = 1``, ``n = 1000``, ``m = b``;
 * attention ``a_i`` = CAM of example ``i`` for its own class (argmax of its target), ReLU'd and normalised to
@@ -46,6 +48,10 @@ class MultiMix(Method):
         n: mixed embeddings per batch (1000).
         alpha: Dirichlet concentration (1.0).
         clean_weight: weight of the clean-example loss (1.0; see the module docstring).
+        mix_at: ``"embedding"`` (the paper: the pooled embedding ``model.pool(...)`` right before ``model.head``)
+            or ``"feature-map"``: the last feature map, before ``model.pool``. The two are the same for a GAP
+            pooling (linear); they differ for models whose ``pool`` holds hidden layers (cnn11's FC layers), where
+            ``"feature-map"`` interpolates before those layers, as when they are counted as the classifier.
         global_batch: under torchrun, interpolate over the *global* batch: embeddings and targets of every rank
             are gathered (:func:`mixlab.train.distributed.gather_global`), each rank draws its own ``n`` mixtures
             over all ``m = world x b`` examples, and gradients flow back to each rank's own examples. A no-op in
@@ -55,9 +61,12 @@ class MultiMix(Method):
     name = "multimix"
     needs_stages = True
 
-    def __init__(self, n: int = 1000, alpha: float = 1.0, clean_weight: float = 1.0, global_batch: bool = False,
-                 num_classes=None, seed=0, check_inputs=True):
+    def __init__(self, n: int = 1000, alpha: float = 1.0, clean_weight: float = 1.0, mix_at: str = "embedding",
+                 global_batch: bool = False, num_classes=None, seed=0, check_inputs=True):
         super().__init__(num_classes, seed, check_inputs)
+        if mix_at not in ("embedding", "feature-map"):
+            raise ValueError(f"mix_at must be 'embedding' or 'feature-map', got {mix_at!r}")
+        self.mix_at = mix_at
         if int(n) < 1:
             raise ValueError(f"n (mixed examples per batch) must be >= 1, got {n}")
         self.n, self.alpha, self.clean_weight = int(n), check_alpha(alpha), float(clean_weight)
@@ -70,18 +79,20 @@ class MultiMix(Method):
         return lam.to(device, non_blocking=True)
 
     def training_loss(self, model, x, targets, loss_fn=soft_cross_entropy):
-        z_local = model.embed(x)  # (b, d)
+        fmap = self.mix_at == "feature-map"
+        z_local = model.forward_features(x) if fmap else model.embed(x)  # (b, d) or (b, d, h, w)
         z, t = z_local, targets
         if self.global_batch:  # beyond the mini-batch, across processes
             from ..train.distributed import gather_global
 
             z, t = gather_global(z_local), gather_global(targets)
         lam = self.weights(z.shape[0], z.device).to(z.dtype)  # Lambda (m, n)
-        z_mix = lam.t() @ z  # eq. 3, as rows: (n, d)
+        z_mix = (lam.t() @ z.flatten(1)).reshape(-1, *z.shape[1:])  # eq. 3, as rows: (n, d)
         t_mix = lam.t() @ t.to(z.dtype)  # eq. 4
-        loss = loss_fn(model.head(z_mix), t_mix)
+        classify = (lambda f: model.head(model.pool(f))) if fmap else model.head
+        loss = loss_fn(classify(z_mix), t_mix)
         if self.clean_weight:
-            loss = loss + self.clean_weight * loss_fn(model.head(z_local), targets)
+            loss = loss + self.clean_weight * loss_fn(classify(z_local), targets)
         return loss
 
     def show(self, x01, targets, classes, path, context):
