@@ -189,6 +189,10 @@ def test_multimix_weights_convex_and_targets_sum_to_one():
     att[:, 3] = 0  # a position with no attention falls back to Lambda
     m = dense.dense_weights(att / att.sum(1, keepdim=True), dirichlet_weights(1.0, 8, 50, dense.generator, (16,)))
     torch.testing.assert_close(m.sum(1), torch.ones(16, 50), atol=1e-5, rtol=0)
+    # tuples of m = 3 examples: three non-zero convex weights per column, the same three at every position
+    lam = dirichlet_weights(1.0, 8, 200, torch.Generator().manual_seed(1), (16,), support=3)
+    assert bool(((lam > 0).sum(1) == 3).all()) and bool(((lam > 0) == (lam[:1] > 0)).all())
+    torch.testing.assert_close(lam.sum(1), torch.ones(16, 200), atol=1e-5, rtol=0)
 
 
 def test_multimix_loss_is_clean_plus_mixed_with_same_weights():

@@ -15,7 +15,8 @@ Choices the paper leaves open (ours, stated here):
 * ``mix_at="embedding"``: after ``model.pool`` (for cnn11, whose ``pool`` is flatten + two hidden FC layers,
   that is the 256-d input of the last linear layer; ``"feature-map"`` mixes before the FC layers instead);
 * loss = ``clean_weight`` x loss on the ``b`` clean examples + mean loss over the ``n`` mixed ones
-  (``clean_weight=1``; 0 trains on mixed examples only); ``alpha = 1``, ``n = 1000``, ``m = b``;
+  (``clean_weight=1``; 0 trains on mixed examples only); ``alpha = 1``, ``n = 1000``, ``m = b`` (each tuple
+  may instead take a random subset of ``m`` examples of the batch);
 * attention ``a_i`` = CAM of example ``i`` for its own class (argmax of its target), ReLU'd and normalised to
   sum one over positions, detached (a weighting, not a learnt path); a position where every example has zero
   attention falls back to ``Lambda^j``;
@@ -35,9 +36,18 @@ from torch import Tensor
 from .base import Method, check_alpha, soft_cross_entropy
 
 
-def dirichlet_weights(alpha: float, m: int, n: int, generator: torch.Generator, batch: tuple[int, ...] = ()) -> Tensor:
-    """``(*batch, m, n)`` matrices whose columns are drawn from the symmetric ``Dir(alpha)`` on ``m`` points."""
+def dirichlet_weights(alpha: float, m: int, n: int, generator: torch.Generator, batch: tuple[int, ...] = (),
+                      support: int | None = None) -> Tensor:
+    """``(*batch, m, n)`` matrices whose columns are drawn from the symmetric ``Dir(alpha)`` on ``m`` points.
+
+    ``support``: each column interpolates a random subset of that many of the ``m`` points (``Dir(alpha)`` on
+    the subset, zero elsewhere; the same subset for a column across ``batch``, e.g. across the positions of
+    Dense MultiMix): the paper's tuple length, from 2 (pairs) to ``m`` (the whole batch, default).
+    """
     g = torch._standard_gamma(torch.full((*batch, n, m), float(alpha)), generator=generator)
+    if support is not None and support < m:
+        keys = torch.rand(n, m, generator=generator)
+        g = g * (keys >= keys.topk(support, dim=-1).values[..., -1:])  # the `support` largest keys per column
     return (g / g.sum(-1, keepdim=True)).transpose(-2, -1)
 
 
@@ -47,6 +57,7 @@ class MultiMix(Method):
     Args:
         n: mixed embeddings per batch (1000).
         alpha: Dirichlet concentration (1.0).
+        m: examples per interpolation tuple (default ``None``: the whole batch, ``m = b``; 2 gives pairs).
         clean_weight: weight of the clean-example loss (1.0; see the module docstring).
         mix_at: ``"embedding"`` (the paper: the pooled embedding ``model.pool(...)`` right before ``model.head``)
             or ``"feature-map"``: the last feature map, before ``model.pool``. The two are the same for a GAP
@@ -62,8 +73,11 @@ class MultiMix(Method):
     needs_stages = True
 
     def __init__(self, n: int = 1000, alpha: float = 1.0, clean_weight: float = 1.0, mix_at: str = "embedding",
-                 global_batch: bool = False, num_classes=None, seed=0, check_inputs=True):
+                 m: int | None = None, global_batch: bool = False, num_classes=None, seed=0, check_inputs=True):
         super().__init__(num_classes, seed, check_inputs)
+        if m is not None and int(m) < 2:
+            raise ValueError(f"m (examples per interpolation) must be >= 2 or None (the whole batch), got {m}")
+        self.m = None if m is None else int(m)
         if mix_at not in ("embedding", "feature-map"):
             raise ValueError(f"mix_at must be 'embedding' or 'feature-map', got {mix_at!r}")
         self.mix_at = mix_at
@@ -74,7 +88,7 @@ class MultiMix(Method):
         self.last_weights: Tensor | None = None
 
     def weights(self, b: int, device, batch: tuple[int, ...] = ()) -> Tensor:
-        lam = dirichlet_weights(self.alpha, b, self.n, self.generator, batch)
+        lam = dirichlet_weights(self.alpha, b, self.n, self.generator, batch, support=self.m)
         self.last_weights = lam
         return lam.to(device, non_blocking=True)
 
@@ -99,7 +113,7 @@ class MultiMix(Method):
         """The weights ``Lambda`` of the first mixed examples and their mixed targets."""
         from ..viz import weights_figure
 
-        lam = dirichlet_weights(self.alpha, x01.shape[0], self.n, self.generator)
+        lam = dirichlet_weights(self.alpha, x01.shape[0], self.n, self.generator, support=self.m)
         return weights_figure(lam, lam.t() @ targets.float(), classes, path,
                               title=f"{self.name}: Dir({self.alpha}) weights over the batch, n={self.n}")
 
