@@ -142,3 +142,15 @@ def test_holdout_is_disjoint_from_training_images_and_shared_by_trials(tmp_path)
     result = Trainer(config, out=tmp_path, progress=False).run()
     assert result["test_set"].startswith("validation") and result["test_size"] == 100
     assert config.run_id() != TrainConfig(method="erm", **{**SMALL, "epochs": 1}, subset_per_class=20).run_id()
+
+
+def test_a_methods_revision_changes_its_run_ids_only(monkeypatch):
+    from mixlab.methods.mixup import Mixup
+
+    config = TrainConfig(method="mixup", **SMALL)
+    other = TrainConfig(method="cutmix", **SMALL)
+    before, other_before = config.run_id(), other.run_id()
+    monkeypatch.setattr(Mixup, "revision", 1)  # a default of mixup changed
+    assert config.run_id() != before and other.run_id() == other_before
+    assert config.identity()["method_revision"] == 1
+    assert TrainConfig.from_identity(config.identity()) == config

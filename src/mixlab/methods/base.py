@@ -135,6 +135,9 @@ class Method(nn.Module):
     name = "method"
     #: True if ``training_loss`` needs a :class:`mixlab.models.StagedNet` (feature-space methods).
     needs_stages = False
+    #: bumped when a change of default changes what the method trains; part of the run id when > 0, so a
+    #: results store never hands back a run made with the old defaults
+    revision = 0
 
     def __init__(self, num_classes: int | None = None, seed: int | None = 0, check_inputs: bool = True):
         super().__init__()

@@ -79,16 +79,21 @@ class TrainConfig:
                 del d[name]
         if d.get("train_classes") is not None:
             d["train_classes"] = list(d["train_classes"])
+        target = METHODS.get(self.method, None)
+        revision = getattr(getattr(target, "func", target), "revision", 0)  # functools.partial entries too
+        if revision:
+            d["method_revision"] = revision
         return d
 
     @classmethod
     def from_identity(cls, d: dict) -> "TrainConfig":
         """The config of a stored run (``identity()`` or a checkpoint's ``config``); unknown keys are refused."""
+        d = dict(d)
+        d.pop("method_revision", None)  # a property of the method's code, not a field
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - names)
         if unknown:
             raise ValueError(f"this build's TrainConfig has no fields {unknown}; the run was made by another build")
-        d = dict(d)
         d["milestones"] = tuple(d.get("milestones", ()))
         if d.get("train_classes") is not None:
             d["train_classes"] = tuple(d["train_classes"])
