@@ -61,6 +61,7 @@ _QUICK_NOTE = ("11-layer CNN at width x0.25 without dropout, first 2,000 officia
 # TransformMix's search: the paper's settings (SGD lr 5e-4, wd 0.01, 100 epochs, batch 128), which on 500 images
 # are only 400 steps. 10x the learning rate for 30 epochs was tried and is unstable: on one seed in three the
 # spatial transformer moved every image out of view (all-black transformed images, task network at chance).
+# (That was with the paper's uncalibrated teacher loss; TransformMix now fits the teacher's temperature first.)
 _QUICK_TRANSFORMMIX = {"search_epochs": 100, "search_lr": 5e-4}
 
 for ds, tag in (("mnist", "mnist"), ("fashion-mnist", "fmnist")):

@@ -30,6 +30,12 @@ Choices the paper leaves open (stated here):
   ``m_i = softmax_i(s_i / tau + log lambda_i)`` so the masks follow the label weights (the paper does not say
   how lambda enters there).
 * Every sample of a task batch is mixed (Algorithm 1).
+* The search loss divides the teacher's logits by a temperature ``T`` fitted once, before the search, on
+  input-mixup images of the training set (``teacher_temperature="auto"``; the paper's loss is ``T = 1``). A
+  teacher trained on the same images is over-confident on mixtures, and at ``T = 1`` the search lowered its
+  loss by warping every image the same way (a vertical squeeze and shift) until the teacher was unsure: task
+  networks trained on those mixes erred on 13.0 % of MNIST-sub test images against 7.8 % for ERM (quick protocol).
+  With the fitted ``T`` (about 3.5 there) the warps stay near the identity and the masks follow ``lambda``.
 """
 from __future__ import annotations
 
@@ -302,8 +308,8 @@ class TransformMix(PixelSpaceMixer):
         search_epochs, search_lr, search_weight_decay, search_momentum, search_batch_size: the search stage
             (paper: 100, 5e-4, 0.01, -, 128).
         teacher_temperature: the search loss is ``CE(softmax(f_t(x') / T), y')``. ``1`` is the paper's loss;
-            ``"auto"`` fits ``T`` once before the search (:func:`fit_mixup_temperature`) so that the teacher's
-            predictions on *input-mixup* images of the training set best match their mixed labels.
+            ``"auto"`` (default) fits ``T`` once before the search (:func:`fit_mixup_temperature`) so that the
+            teacher's predictions on *input-mixup* images of the training set best match their mixed labels.
         lambda_prior: start the mask network from the masks of input mixup (:class:`MixingModule`).
         image_size: the module's input size when searching (default: the data's).
     Users call ``attach(teacher, module)`` and then ``mixer(x, y)``; ``x`` in [0, 1] unless
@@ -311,11 +317,12 @@ class TransformMix(PixelSpaceMixer):
     """
 
     name = "transformmix"
+    revision = 1  # 1: teacher_temperature="auto" by default (was the paper's 1)
 
     def __init__(self, k: int = 2, alpha: float = 1.0, ablation: str = "none", mixer_from: str | None = None,
                  teacher_from: str | None = None, teacher_epochs: int | None = None, search_epochs: int = 100,
                  search_lr: float = 5e-4, search_weight_decay: float = 0.01, search_momentum: float = 0.9,
-                 search_batch_size: int = 128, teacher_temperature: float | str = 1.0, lambda_prior: bool = False,
+                 search_batch_size: int = 128, teacher_temperature: float | str = "auto", lambda_prior: bool = False,
                  image_size: int | None = None, num_classes=None, seed=0, check_inputs=True):
         super().__init__(num_classes, seed, check_inputs)
         if int(k) < 2:
