@@ -85,5 +85,5 @@ def run_search(args) -> int:
     losses = meta.get("losses", [])
     print(f"wrote {args.save}: k={method.k}, ablation {method.ablation}, searched on {meta.get('dataset')} "
           f"(teacher CE on mixed images {losses[0]:.3f} -> {losses[-1]:.3f} over {len(losses)} epochs, "
-          f"tau {float(method.module.tau):.3f})")
+          f"tau {float(method.module.tau):.3f}, teacher temperature {meta.get('teacher_temperature') or 1.0:.3g})")
     return 0

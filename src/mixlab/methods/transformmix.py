@@ -502,7 +502,8 @@ class TransformMix(PixelSpaceMixer):
                         "search": self.search, "alpha": self.alpha, "losses": losses,
                         "teacher_temperature": self.fitted_temperature}
                 module.save(path, meta, teacher={k: v for k, v in record.items()})
-                origin = f"searched, saved to {path} (teacher loss {losses[0]:.3f} -> {losses[-1]:.3f})"
+                origin = (f"searched, saved to {path} (teacher loss {losses[0]:.3f} -> {losses[-1]:.3f} at "
+                          f"temperature {self.fitted_temperature:.3g})")
         self.attach(teacher, module.to(dev), frozen=True)
         print(f"transformmix: module k={module.k} ({module.ablation}, {count_parameters(module)} parameters, "
               f"tau {float(module.tau):.3f}) {origin}", file=sys.stderr)
