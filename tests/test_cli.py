@@ -42,6 +42,19 @@ def test_bench_json_report_and_resume(tmp_path, capsys):
     assert "mixup" in capsys.readouterr().out
 
 
+def test_bench_method_arg_and_validation_holdout(tmp_path, capsys):
+    from mixlab.results import ResultsStore
+
+    args = ["bench", "--protocol", "digits-quick", "--methods", "mixup", "--trials", "1", "--epochs", "1",
+            "--method-arg", "alpha=0.4", "--holdout-per-class", "5", "--out", str(tmp_path), "--json", "--no-progress"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "validation holdout" in out
+    (run,) = ResultsStore(tmp_path).runs()
+    assert run["config"]["method_kwargs"] == {"alpha": 0.4} and run["config"]["holdout_per_class"] == 5
+    assert run["metrics"]["test_set"].startswith("validation: 5 per class")
+
+
 def test_show_writes_png(tmp_path):
     path = tmp_path / "grid.png"
     assert main(["show", "--method", "mixup", "--dataset", "digits", "--pairs", "3", "--out", str(path)]) == 0
