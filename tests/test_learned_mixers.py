@@ -183,7 +183,7 @@ def test_stn_is_identity_at_initialisation():
 
 
 def test_lambda_prior_starts_from_the_masks_of_input_mixup():
-    module = MixingModule(k=3, image_size=28, lambda_prior=True)
+    module = MixingModule(k=3, image_size=28)  # the default
     torch.nn.init.zeros_(module.mask_net.net[-1].weight)
     torch.nn.init.zeros_(module.mask_net.net[-1].bias)  # an f_m that says nothing
     x = blobs(12, seed=12).reshape(4, 3, 1, 28, 28)
@@ -191,7 +191,7 @@ def test_lambda_prior_starts_from_the_masks_of_input_mixup():
     out = module(x, torch.rand(4, 3, 28, 28), lam, torch.randn(4, 1, 28, 28))
     assert torch.allclose(out.masks, lam[:, :, None, None].expand(4, 3, 28, 28), atol=1e-6)
     assert torch.allclose(out.x_mix, torch.einsum("bk,bkchw->bchw", lam, x), atol=1e-5)  # = input mixup
-    plain = MixingModule(k=3, image_size=28)  # the paper's f_m: 1/k masks whatever lambda
+    plain = MixingModule(k=3, image_size=28, lambda_prior=False)  # the paper's Eq. 3: 1/k masks whatever lambda
     plain.load_state_dict(module.state_dict())
     assert torch.allclose(plain(x, torch.rand(4, 3, 28, 28), lam, torch.randn(4, 1, 28, 28)).masks,
                           torch.full((4, 3, 28, 28), 1 / 3), atol=1e-6)
@@ -264,6 +264,10 @@ def test_saved_module_reloads_to_identical_outputs(tmp_path):
     path = module.save(tmp_path / "m.pt", meta={"dataset": "test"})
     again = MixingModule.load(path)
     assert again.config() == module.config()
+    blob = torch.load(path, weights_only=False)  # a file written before the lambda prior existed
+    del blob["config"]["lambda_prior"]
+    torch.save(blob, tmp_path / "old.pt")
+    assert MixingModule.load(tmp_path / "old.pt").lambda_prior is False
     x, cams = blobs(8, seed=10).reshape(4, 2, 1, 28, 28), torch.rand(4, 2, 28, 28)
     lam, z = torch.tensor([[0.3, 0.7]]).expand(4, 2), torch.randn(4, 1, 28, 28)
     a, b = module(x, cams, lam, z), again(x, cams, lam, z)
