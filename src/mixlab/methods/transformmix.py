@@ -431,7 +431,9 @@ class TransformMix(PixelSpaceMixer):
         temperature = self.search.get("teacher_temperature", 1.0)
         if temperature == "auto":
             gen = torch.Generator().manual_seed(derive_seed(seed, "temperature"))
-            temperature = fit_mixup_temperature(self.teacher, augment(x_uint8, gen), targets, self.alpha, self.k, gen)
+            rows = torch.randperm(n, generator=gen)[:8192].to(x_uint8.device) if n > 8192 else slice(None)
+            temperature = fit_mixup_temperature(self.teacher, augment(x_uint8[rows], gen), targets[rows], self.alpha,
+                                                self.k, gen)  # at most 8,192 images: one teacher pass
         self.fitted_temperature = float(temperature)
         bar = tqdm(range(start, self.search["epochs"]), initial=start, total=self.search["epochs"],
                    desc="transformmix search", disable=None if progress is None else not progress, leave=False)
