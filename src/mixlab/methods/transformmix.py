@@ -172,12 +172,15 @@ class MixingModule(nn.Module):
         lambda_prior: add ``log lambda_i`` to ``f_m``'s mask logits (default), so that an untrained ``f_m`` (outputs
             near 0) gives the masks ``m_i = lambda_i`` of input mixup instead of ``1 / k`` whatever ``lambda``.
             ``False`` is the paper's literal Eq. 3 (and what module files without the key were made with).
+        zero_mask_head: zero ``f_m``'s last layer, so that with the prior the module starts exactly at input
+            mixup (as ``f_s`` starts exactly at the identity).
     ``forward(x, cams, lam, z)``: ``x`` (B, k, C, H, W) in [0, 1]; ``cams`` (B, k, h, w) in [0, 1]; ``lam`` (B, k)
     rows summing to one; ``z`` (B, 1, S, S) noise. Returns a :class:`MixOutput`.
     """
 
     def __init__(self, k: int = 2, image_size: int = 32, ablation: str = "none", stn_hidden: int = 32,
-                 mask_layers: int = 3, mask_channels: int = 32, mask_kernel: int = 3, lambda_prior: bool = True):
+                 mask_layers: int = 3, mask_channels: int = 32, mask_kernel: int = 3, lambda_prior: bool = True,
+                 zero_mask_head: bool = False):
         super().__init__()
         if int(k) < 2:
             raise ValueError(f"k (images per mixed sample) must be >= 2, got {k}")
@@ -186,10 +189,13 @@ class MixingModule(nn.Module):
         self.k, self.image_size, self.ablation = int(k), int(image_size), ablation
         self.sizes = dict(stn_hidden=stn_hidden, mask_layers=mask_layers, mask_channels=mask_channels,
                           mask_kernel=mask_kernel)
-        self.lambda_prior = bool(lambda_prior)
+        self.lambda_prior, self.zero_mask_head = bool(lambda_prior), bool(zero_mask_head)
         self.stn = SpatialTransformer(self.k, stn_hidden) if ablation in ("none", "stn-only") else None
         self.mask_net = MaskNet(self.k, mask_layers, mask_channels, mask_kernel) if ablation in ("none", "mpn-only") else None
         self.log_tau = nn.Parameter(torch.zeros(()))
+        if self.zero_mask_head and self.mask_net is not None:
+            nn.init.zeros_(self.mask_net.net[-1].weight)
+            nn.init.zeros_(self.mask_net.net[-1].bias)
 
     @property
     def tau(self) -> Tensor:
@@ -197,7 +203,7 @@ class MixingModule(nn.Module):
 
     def config(self) -> dict:
         return {"k": self.k, "image_size": self.image_size, "ablation": self.ablation, **self.sizes,
-                "lambda_prior": self.lambda_prior}
+                "lambda_prior": self.lambda_prior, "zero_mask_head": self.zero_mask_head}
 
     def forward(self, x: Tensor, cams: Tensor, lam: Tensor, z: Tensor) -> MixOutput:
         b, k = x.shape[:2]
@@ -318,6 +324,7 @@ class TransformMix(PixelSpaceMixer):
             ``"auto"`` (default) fits ``T`` once before the search (:func:`fit_mixup_temperature`) so that the
             teacher's predictions on *input-mixup* images of the training set best match their mixed labels.
         lambda_prior: start the mask network from the masks of input mixup (:class:`MixingModule`; default).
+        zero_mask_head: zero the mask network's last layer at initialisation (:class:`MixingModule`).
         image_size: the module's input size when searching (default: the data's).
     Users call ``attach(teacher, module)`` and then ``mixer(x, y)``; ``x`` in [0, 1] unless
     ``set_normalization`` was called.
@@ -330,6 +337,7 @@ class TransformMix(PixelSpaceMixer):
                  teacher_from: str | None = None, teacher_epochs: int | None = None, search_epochs: int = 100,
                  search_lr: float = 5e-4, search_weight_decay: float = 0.01, search_momentum: float = 0.9,
                  search_batch_size: int = 128, teacher_temperature: float | str = "auto", lambda_prior: bool = True,
+                 zero_mask_head: bool = False,
                  image_size: int | None = None, num_classes=None, seed=0, check_inputs=True):
         super().__init__(num_classes, seed, check_inputs)
         if int(k) < 2:
@@ -345,6 +353,7 @@ class TransformMix(PixelSpaceMixer):
         if teacher_temperature != 1.0:  # left out at the paper's loss, so earlier search keys stay valid
             self.search["teacher_temperature"] = (teacher_temperature if teacher_temperature == "auto"
                                                   else float(teacher_temperature))
+        self.zero_mask_head = bool(zero_mask_head)
         self.lambda_prior = bool(lambda_prior)
         self.image_size = image_size
         self.teacher: nn.Module | None = None
@@ -473,8 +482,11 @@ class TransformMix(PixelSpaceMixer):
         return f"{c.dataset}-{sub}-s{c.seed}-k{self.k}-{self.ablation}-{digest}"
 
     def module_config(self, trainer) -> dict:
-        return {"k": self.k, "image_size": int(self.image_size or trainer.x_train.shape[-1]),
-                "ablation": self.ablation, "lambda_prior": self.lambda_prior}
+        config = {"k": self.k, "image_size": int(self.image_size or trainer.x_train.shape[-1]),
+                  "ablation": self.ablation, "lambda_prior": self.lambda_prior}
+        if self.zero_mask_head:  # left out when off, so earlier search keys stay valid
+            config["zero_mask_head"] = True
+        return config
 
     # ------------------------------------------------------------------------------------------ engine hook
     def setup(self, trainer) -> None:
