@@ -191,6 +191,9 @@ def test_lambda_prior_starts_from_the_masks_of_input_mixup():
     out = module(x, torch.rand(4, 3, 28, 28), lam, torch.randn(4, 1, 28, 28))
     assert torch.allclose(out.masks, lam[:, :, None, None].expand(4, 3, 28, 28), atol=1e-6)
     assert torch.allclose(out.x_mix, torch.einsum("bk,bkchw->bchw", lam, x), atol=1e-5)  # = input mixup
+    zeroed = MixingModule(k=3, image_size=28, zero_mask_head=True)  # the same start, by construction
+    assert torch.allclose(zeroed(x, torch.rand(4, 3, 28, 28), lam, torch.randn(4, 1, 28, 28)).masks,
+                          lam[:, :, None, None].expand(4, 3, 28, 28), atol=1e-6)
     plain = MixingModule(k=3, image_size=28, lambda_prior=False)  # the paper's Eq. 3: 1/k masks whatever lambda
     plain.load_state_dict(module.state_dict())
     assert torch.allclose(plain(x, torch.rand(4, 3, 28, 28), lam, torch.randn(4, 1, 28, 28)).masks,
