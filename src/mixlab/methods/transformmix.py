@@ -45,7 +45,7 @@ Choices the paper leaves open (stated here):
 * ``f_m``'s last layer starts at zero (``zero_mask_head=True``), so the search starts exactly at input mixup, as
   ``f_s`` starts exactly at the identity; a randomly initialised last layer added CAM-dependent offsets that made
   the masks disagree with the labels. Validation (as above): MNIST-sub 5.2 % (6.3 % without), Fashion-MNIST-sub
-  ZVAL_F.
+  21.1 % (21.1 % without; ERM 21.6 %).
 """
 from __future__ import annotations
 
