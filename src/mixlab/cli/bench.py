@@ -35,10 +35,10 @@ def format_table(rows: list[dict], baseline: str | None = "erm") -> str:
 
 
 def run_protocol(protocol, methods, trials, out, data_dir=None, device="cpu", progress=None, overrides=None,
-                 log=print, method_kwargs=None) -> list[dict]:
+                 log=print) -> list[dict]:
     """Train every (method, seed) of a protocol not yet in the store; return the summary rows.
 
-    ``method_kwargs`` are added to every method's options (on top of the protocol's)."""
+    ``overrides`` replace protocol fields; its ``method_kwargs`` are added to every method's options."""
     from ..results import ResultsStore, summarize
     from ..train import make_trainer
 
@@ -47,8 +47,6 @@ def run_protocol(protocol, methods, trials, out, data_dir=None, device="cpu", pr
     for method in methods:
         for seed in range(trials):
             config = protocol.train_config(method, seed, device=device, **(overrides or {}))
-            if method_kwargs:
-                config.method_kwargs = {**config.method_kwargs, **method_kwargs}
             trainer = make_trainer(config, out=out, data_dir=data_dir, progress=progress)
             run_ids.append(trainer.run_id)
             if store.has_run(trainer.run_id):
@@ -103,12 +101,14 @@ def run(args) -> int:
     overrides = {"epochs": args.epochs} if args.epochs else {}
     if args.holdout_per_class:
         overrides["holdout_per_class"] = args.holdout_per_class
+    if args.method_arg:
+        overrides["method_kwargs"] = parse_kv(args.method_arg)
     print(f"protocol {protocol.name}: {protocol.description}")
     if protocol.scaling:
         print(f"scaled: {protocol.scaling}")
     t0 = time.perf_counter()
     rows = run_protocol(protocol, methods, trials, args.out, args.data_dir, args.device,
-                        False if args.no_progress else None, overrides, method_kwargs=parse_kv(args.method_arg))
+                        False if args.no_progress else None, overrides)
     wall = time.perf_counter() - t0
     if args.holdout_per_class:
         print(f"errors below are on the validation holdout ({args.holdout_per_class} per class of the training "

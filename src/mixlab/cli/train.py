@@ -64,8 +64,8 @@ def build_config(args):
         method_kwargs.update(get_protocol(args.protocol).method_kwargs.get(args.method, {}))
         fields["protocol"] = args.protocol
     for name in ("dataset", "model", "subset_per_class", "epochs", "batch_size", "lr", "weight_decay", "schedule",
-                 "milestones", "crop_padding", "flip", "test_limit", "holdout_per_class", "eval_every", "grad_clip", "max_steps",
-                 "eval_steps", *GPU_FLAGS):
+                 "milestones", "crop_padding", "flip", "test_limit", "holdout_per_class", "eval_every", "grad_clip",
+                 "max_steps", "eval_steps", *GPU_FLAGS):
         value = getattr(args, name)
         if value is not None:
             fields[name] = value

@@ -39,6 +39,8 @@ def add_parser(sub) -> None:
                         "input-mixup images); default: the method's")
     m.add_argument("--lambda-prior", default=None, choices=["true", "false"],
                    help="start the mask network from input mixup's masks m_i = lambda_i; default: the method's")
+    m.add_argument("--zero-mask-head", default=None, choices=["true", "false"],
+                   help="zero the mask network's last layer at initialisation; default: the method's")
     s.add_argument("--no-progress", action="store_true")
     add_common(s, out_default="mixlab-out")
     s.set_defaults(func=run_search)
@@ -61,8 +63,9 @@ def search_config(args):
     if args.teacher_temperature is not None:
         t = args.teacher_temperature
         method_kwargs["teacher_temperature"] = t if t == "auto" else float(t)
-    if args.lambda_prior is not None:
-        method_kwargs["lambda_prior"] = args.lambda_prior == "true"
+    for name in ("lambda_prior", "zero_mask_head"):
+        if getattr(args, name) is not None:
+            method_kwargs[name] = getattr(args, name) == "true"
     return TrainConfig(method="transformmix", seed=args.seed, device=args.device, method_kwargs=method_kwargs,
                        **fields)
 

@@ -5,20 +5,27 @@ import torch
 from torch import Tensor
 
 
-def per_class_indices(labels: Tensor, per_class: int, seed: int, num_classes: int | None = None) -> Tensor:
+def per_class_indices(labels: Tensor, per_class: int, seed: int, num_classes: int | None = None,
+                      exclude: Tensor | None = None) -> Tensor:
     """Indices of ``per_class`` examples of every class, drawn with ``seed`` (sorted). Vectorised, no loops.
 
-    Raises if a class has fewer than ``per_class`` examples.
+    ``exclude``: indices that may not be drawn. The rows are visited in the same seeded order with or without
+    them, so two calls that exclude different rows still draw mostly the same ones.
+    Raises if a class has fewer than ``per_class`` drawable examples.
     """
     labels = labels.cpu().long()
     num_classes = num_classes or int(labels.max()) + 1
-    counts = torch.bincount(labels, minlength=num_classes)
+    g = torch.Generator().manual_seed(int(seed))
+    order = torch.randperm(len(labels), generator=g)
+    if exclude is not None:
+        free = torch.ones(len(labels), dtype=torch.bool)
+        free[exclude.cpu()] = False
+        order = order[free[order]]
+    counts = torch.bincount(labels[order], minlength=num_classes)
     if int(counts.min()) < per_class:
         short = [c for c in range(num_classes) if counts[c] < per_class]
         raise ValueError(f"classes {short} have fewer than {per_class} examples (counts {counts.tolist()})")
-    g = torch.Generator().manual_seed(int(seed))
-    order = torch.randperm(len(labels), generator=g)
     order = order[torch.sort(labels[order], stable=True).indices]
     starts = torch.cumsum(counts, 0) - counts
-    rank = torch.arange(len(labels)) - starts[labels[order]]
+    rank = torch.arange(len(order)) - starts[labels[order]]
     return torch.sort(order[rank < per_class]).values

@@ -81,6 +81,14 @@ def class_activation_maps(teacher: nn.Module, x: Tensor, classes: Tensor, size: 
     return torch.where(span > 1e-8, (cam - low) / span.clamp_min(1e-8), torch.ones_like(cam)).detach()
 
 
+def draw_groups(batch_size: int, k: int, alpha: float, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+    """``lam`` (B, k) ~ Dir(alpha) and partner indices (k, B), row 0 the batch itself, the others permutations."""
+    lam = sample_dirichlet(torch.full((batch_size, k), float(alpha)), generator)
+    index = torch.stack([torch.arange(batch_size)] +
+                        [torch.randperm(batch_size, generator=generator) for _ in range(k - 1)])
+    return lam, index
+
+
 def fit_mixup_temperature(teacher: nn.Module, x: Tensor, targets: Tensor, alpha: float, k: int,
                           generator: torch.Generator, grid: Tensor | None = None, chunk: int = 512) -> float:
     """The temperature ``T`` with which ``softmax(teacher(x~) / T)`` best matches ``y~`` (least cross-entropy) on
@@ -92,8 +100,8 @@ def fit_mixup_temperature(teacher: nn.Module, x: Tensor, targets: Tensor, alpha:
     ``grid``: candidate temperatures (default ``logspace(-1, 2, 121)``). Chosen on the grid; one teacher pass.
     """
     n = x.shape[0]
-    lam = sample_dirichlet(torch.full((n, k), float(alpha)), generator).to(x.device, x.dtype)
-    index = torch.stack([torch.arange(n)] + [torch.randperm(n, generator=generator) for _ in range(k - 1)]).to(x.device)
+    lam, index = draw_groups(n, k, alpha, generator)
+    lam, index = lam.to(x.device, x.dtype), index.to(x.device)
     with torch.no_grad():
         logits = torch.cat([teacher(torch.einsum("bk,kbchw->bchw", lam[i:i + chunk], x[index[:, i:i + chunk]]))
                             for i in range(0, n, chunk)]).float()
@@ -343,8 +351,8 @@ class TransformMix(PixelSpaceMixer):
                  teacher_from: str | None = None, teacher_epochs: int | None = None, search_epochs: int = 100,
                  search_lr: float = 5e-4, search_weight_decay: float = 0.01, search_momentum: float = 0.9,
                  search_batch_size: int = 128, teacher_temperature: float | str = "auto", lambda_prior: bool = True,
-                 zero_mask_head: bool = True,
-                 image_size: int | None = None, num_classes=None, seed=0, check_inputs=True):
+                 zero_mask_head: bool = True, image_size: int | None = None, num_classes=None, seed=0,
+                 check_inputs=True):
         super().__init__(num_classes, seed, check_inputs)
         if int(k) < 2:
             raise ValueError(f"k (images per mixed sample) must be >= 2, got {k}")
@@ -359,8 +367,7 @@ class TransformMix(PixelSpaceMixer):
         if teacher_temperature != 1.0:  # left out at the paper's loss, so earlier search keys stay valid
             self.search["teacher_temperature"] = (teacher_temperature if teacher_temperature == "auto"
                                                   else float(teacher_temperature))
-        self.zero_mask_head = bool(zero_mask_head)
-        self.lambda_prior = bool(lambda_prior)
+        self.lambda_prior, self.zero_mask_head = bool(lambda_prior), bool(zero_mask_head)
         self.image_size = image_size
         self.teacher: nn.Module | None = None
         self.module: MixingModule | None = None
@@ -387,9 +394,7 @@ class TransformMix(PixelSpaceMixer):
 
     def sample(self, batch_size: int, device) -> tuple[Tensor, Tensor, Tensor]:
         """``lam`` (B, k) ~ Dir(alpha), partner indices (k, B) (row 0 the batch itself), noise (B, 1, S, S)."""
-        lam = sample_dirichlet(torch.full((batch_size, self.k), self.alpha), self.generator)
-        index = torch.stack([torch.arange(batch_size)] +
-                            [torch.randperm(batch_size, generator=self.generator) for _ in range(self.k - 1)])
+        lam, index = draw_groups(batch_size, self.k, self.alpha, self.generator)
         s = self.module.image_size
         z = torch.randn(batch_size, 1, s, s, generator=self.generator)
         return tuple(v.to(device, non_blocking=True) for v in (lam, index, z))

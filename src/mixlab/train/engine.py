@@ -169,26 +169,17 @@ def evaluate(model: nn.Module, x: Tensor, y: Tensor, augment: BatchAugment, batc
 
 def split_holdout(full, per_class: int, taken: Tensor | None = None, seed: int = 0):
     """``(holdout, rest)``: ``per_class`` images of every class of ``full`` (a training split), none of them among
-    the rows ``taken`` (the training subset, if any), and the other rows of ``full``.
-
-    Rows are visited in one fixed random order (``seed``) and the first free ones of each class are taken, so all
-    trials share the holdout except where a trial's training subset claimed one of its rows."""
-    labels = full.y.cpu().long()
-    order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(derive_seed(seed, "holdout")))
-    if taken is not None:
-        free = torch.ones(len(labels), dtype=torch.bool)
-        free[taken.cpu()] = False
-        order = order[free[order]]
-    order = order[torch.sort(labels[order], stable=True).indices]  # by class, random within a class
-    counts = torch.bincount(labels[order], minlength=full.num_classes)
-    if int(counts.min()) < per_class:
-        raise ValueError(f"holdout_per_class={per_class}: some classes have only {int(counts.min())} images "
-                         f"left outside the training subset")
-    rank = torch.arange(len(order)) - (torch.cumsum(counts, 0) - counts)[labels[order]]
-    pick = torch.sort(order[rank < per_class]).values
+    the rows ``taken`` (the training subset, if any), and the other rows of ``full``. Drawn with one fixed
+    ``seed``, so all trials share the holdout except where a trial's training subset claimed one of its rows."""
+    try:
+        pick = per_class_indices(full.y, per_class, seed=derive_seed(seed, "holdout"), num_classes=full.num_classes,
+                                 exclude=taken)
+    except ValueError as err:
+        raise ValueError(f"holdout_per_class={per_class}: too few images left outside the training subset "
+                         f"({err})") from None
     holdout = full.subset(pick, f"validation: {per_class} per class of {full.note}, disjoint from the training "
                                 f"images (test set not used)")
-    keep = torch.ones(len(labels), dtype=torch.bool)
+    keep = torch.ones(len(full.y), dtype=torch.bool)
     keep[pick] = False
     return holdout, full.subset(keep.nonzero().flatten(), f"{full.note} less {len(pick)} validation images")
 
