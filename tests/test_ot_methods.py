@@ -75,15 +75,45 @@ def test_barycenter_matches_pot_and_is_per_pair_independent():
     torch.testing.assert_close(alone[0], ours[2], atol=1e-6, rtol=0)
 
 
-def test_over_relaxation_keeps_the_fixed_point_and_saves_iterations():
+def test_acceleration_keeps_the_fixed_point_and_saves_iterations():
     a = digits_like(8, seed=3, size=16).reshape(4, 2, 16, 16)
     w = torch.tensor([[0.2, 0.8], [0.5, 0.5], [0.7, 0.3], [0.9, 0.1]], dtype=torch.float64)
-    plain, info1 = convolutional_barycenter(a, w, 0.004, tol=1e-9, max_iter=5000, relax=1.0, log=True)
-    fast, info2 = convolutional_barycenter(a, w, 0.004, tol=1e-9, max_iter=5000, relax=1.5, log=True)
-    torch.testing.assert_close(fast, plain, atol=1e-7, rtol=0)
+    run = dict(reg=0.004, tol=1e-9, max_iter=5000, precision="exact", log=True)
+    plain, info1 = convolutional_barycenter(a, w, anderson=0, relax=1.0, **run)
+    over, info2 = convolutional_barycenter(a, w, anderson=0, relax=1.5, **run)
+    mixed, info3 = convolutional_barycenter(a, w, **run)  # Anderson, m = 5
+    torch.testing.assert_close(over, plain, atol=1e-7, rtol=0)
+    torch.testing.assert_close(mixed, plain, atol=1e-7, rtol=0)
     assert int(info2["niter"].sum()) < 0.85 * int(info1["niter"].sum())
+    assert int(info3["niter"].sum()) < 0.5 * int(info1["niter"].sum())
     with pytest.raises(ValueError, match="relax"):
         convolutional_barycenter(a, w, 0.004, relax=2.0)
+
+
+def test_mixed_precision_finishes_in_exact_arithmetic():
+    """reg = 0.004 needs float64: mixed precision iterates in float32, then the float64 kernel must meet tol."""
+    a = digits_like(12, seed=4, size=28).reshape(6, 2, 28, 28).float()
+    w = torch.tensor([[0.1, 0.9], [0.3, 0.7], [0.5, 0.5], [0.6, 0.4], [0.8, 0.2], [0.9, 0.1]])
+    for tol in (1e-4, 1e-7):
+        mixed, info = convolutional_barycenter(a, w, 0.004, tol=tol, log=True)
+        exact, info_x = convolutional_barycenter(a, w, 0.004, tol=tol, precision="exact", log=True)
+        assert mixed.dtype == torch.float32
+        assert bool((info["err"] < tol).all()) and bool((info_x["err"] < tol).all())
+        assert bool((info["niter_exact"] >= 1).all()) and bool((info["niter_exact"] < info["niter"]).all())
+        assert bool((info_x["niter_exact"] == info_x["niter"]).all())
+        assert float((mixed - exact).abs().sum((1, 2)).max()) < 20 * tol
+
+
+def test_barycenter_weights_are_normalised_and_order_free():
+    a = digits_like(6, seed=5, size=12).reshape(2, 3, 12, 12)
+    w = torch.tensor([[0.2, 0.5, 0.3], [0.6, 0.1, 0.3]], dtype=torch.float64)
+    ref = convolutional_barycenter(a, w, 0.01, tol=1e-9)
+    perm = torch.tensor([2, 0, 1])
+    torch.testing.assert_close(convolutional_barycenter(a[:, perm], w[:, perm], 0.01, tol=1e-9), ref,
+                               atol=1e-7, rtol=0)
+    torch.testing.assert_close(convolutional_barycenter(a, 3 * w, 0.01, tol=1e-9), ref, atol=1e-7, rtol=0)
+    with pytest.raises(ValueError, match="non-negative"):
+        convolutional_barycenter(a, torch.tensor([0.5, 0.7, -0.2]), 0.01)
 
 
 def test_barycenter_half_precision_and_bad_input():

@@ -19,7 +19,11 @@ def add_parser(sub) -> None:
     p.add_argument("--pairs", type=int, default=128)
     p.add_argument("--reg", type=float, default=0.004)
     p.add_argument("--tol", type=float, default=1e-4, help="our solver's tolerance (POT's criterion)")
-    p.add_argument("--relax", type=float, default=1.5, help="our solver's over-relaxation (1: POT's iteration)")
+    p.add_argument("--relax", type=float, default=1.0, help="our solver's mixing / over-relaxation parameter")
+    p.add_argument("--anderson", type=int, default=5, help="our solver's Anderson history (0: none)")
+    p.add_argument("--precision", choices=["mixed", "exact"], default="mixed",
+                   help="our solver: float32 iterations finished in exact arithmetic, or exact throughout")
+    p.add_argument("--repeats", type=int, default=3, help="timed runs of our solver (median)")
     p.add_argument("--steps", type=int, default=3, help="timed training steps per method (0: skip part 2)")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--skip-barycenter", action="store_true")
@@ -28,7 +32,8 @@ def add_parser(sub) -> None:
     p.set_defaults(func=run)
 
 
-def barycenter_bench(pairs: int, reg: float, tol: float, data_dir=None, device="cpu", relax: float = 1.5) -> dict:
+def barycenter_bench(pairs: int, reg: float, tol: float, data_dir=None, device="cpu", relax: float = 1.0,
+                     anderson: int = 5, precision: str = "mixed", repeats: int = 3) -> dict:
     import numpy as np
     import torch
 
@@ -48,13 +53,17 @@ def barycenter_bench(pairs: int, reg: float, tol: float, data_dir=None, device="
     an, wn = a.numpy(), w.numpy()
 
     dev = torch.device(device)
-    convolutional_barycenter(a[:2].float().to(dev), w[:2].float().to(dev), reg, tol=tol, relax=relax)  # warm-up
-    if dev.type == "cuda":
-        torch.cuda.synchronize()
-    t0 = time.perf_counter()
-    ours, info = convolutional_barycenter(a.float().to(dev), w.float().to(dev), reg, tol=tol, relax=relax, log=True)
-    ours = ours.cpu()
-    t_ours = time.perf_counter() - t0
+    solver = dict(tol=tol, relax=relax, anderson=anderson, precision=precision)
+    convolutional_barycenter(a[:2].float().to(dev), w[:2].float().to(dev), reg, **solver)  # warm-up
+    times = []
+    for _ in range(max(1, repeats)):
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        ours, info = convolutional_barycenter(a.float().to(dev), w.float().to(dev), reg, log=True, **solver)
+        ours = ours.cpu()
+        times.append(time.perf_counter() - t0)
+    t_ours = sorted(times)[len(times) // 2]
     t0 = time.perf_counter()
     pot_iters = 0
     for i in range(pairs):
@@ -71,7 +80,9 @@ def barycenter_bench(pairs: int, reg: float, tol: float, data_dir=None, device="
     return {"pairs": pairs, "reg": reg, "tol": tol, "ours_seconds": t_ours, "pot_seconds": t_pot,
             "speedup": t_pot / t_ours, "l1_max": float(l1.max()), "l1_mean": float(l1.mean()),
             "iterations_mean": float(info["niter"].float().mean()), "iterations_max": int(info["niter"].max()),
-            "pot_iterations_mean": pot_iters / pairs, "relax": relax,
+            "pot_iterations_mean": pot_iters / pairs, "relax": relax, "anderson": anderson, "precision": precision,
+            "repeats": len(times), "ours_seconds_all": times,
+            "iterations_exact_mean": float(info["niter_exact"].float().mean()),
             "ours_us_per_pair_iteration": 1e6 * t_ours / iters, "pot_us_per_iteration": 1e6 * t_pot / pot_iters,
             "ours_kernel_gflops": 2 * macs * iters / t_ours / 1e9}
 
@@ -131,11 +142,14 @@ def run(args) -> int:
     apply_threads(args)
     out = {}
     if not args.skip_barycenter:
-        r = barycenter_bench(args.pairs, args.reg, args.tol, args.data_dir, args.device, args.relax)
+        r = barycenter_bench(args.pairs, args.reg, args.tol, args.data_dir, args.device, args.relax, args.anderson,
+                             args.precision, args.repeats)
         out["barycenter"] = r
         print(f"barycenters of {r['pairs']} pairs of 28x28 digits, reg={r['reg']}:")
-        print(f"  ours (batched, log domain, tol {r['tol']}, relax {r['relax']}): {r['ours_seconds']:.3f} s "
-              f"({r['iterations_mean']:.0f} iterations per pair on average, {r['iterations_max']} max; "
+        print(f"  ours (batched, log domain, tol {r['tol']}, Anderson m={r['anderson']}, relax {r['relax']}, "
+              f"{r['precision']} precision): {r['ours_seconds']:.3f} s, median of {r['repeats']} "
+              f"({r['iterations_mean']:.1f} iterations per pair on average, {r['iterations_exact_mean']:.1f} of them "
+              f"in exact arithmetic, {r['iterations_max']} max; "
               f"{r['ours_us_per_pair_iteration']:.1f} us per pair-iteration, kernel at "
               f"{r['ours_kernel_gflops']:.1f} GFLOP/s)")
         print(f"  POT convolutional_barycenter2d looped (default stopThr): {r['pot_seconds']:.3f} s "
