@@ -159,7 +159,7 @@ class _Anderson:
         self.gram[:, s, :] = row
         self.gram[:, :, s] = row
         self.c += row                                       # dF_j . f = dF_j . f_prev + dF_j . df
-        self.c[:, s] = torch.bmm(df[:, None, :], f[:, :, None])[:, 0, 0].double()
+        self.c[:, s] = torch.linalg.vecdot(df, f).double()
         j = min(self.steps, self.m)
         gram, c, u = self.gram[:, :j, :j], self.c[:, :j], self.u[:, :j]
         ridge = 1e-10 * gram.diagonal(dim1=1, dim2=2).mean(1).clamp_min(1e-300)
