@@ -94,8 +94,10 @@ def test_mixed_precision_finishes_in_exact_arithmetic():
     """reg = 0.004 needs float64: mixed precision iterates in float32, then the float64 kernel must meet tol."""
     a = digits_like(12, seed=4, size=28).reshape(6, 2, 28, 28).float()
     w = torch.tensor([[0.1, 0.9], [0.3, 0.7], [0.5, 0.5], [0.6, 0.4], [0.8, 0.2], [0.9, 0.1]])
-    for tol in (1e-4, 1e-7):
+    for tol in (1e-4, 1e-8):  # at 1e-8 the float32 iterations stall and hand over to float64
         mixed, info = convolutional_barycenter(a, w, 0.004, tol=tol, log=True)
+        # float32 weights are renormalised in float64 for the exact phase; without that it stalled near 2e-8
+        assert int(info["niter"].max()) < 300
         exact, info_x = convolutional_barycenter(a, w, 0.004, tol=tol, precision="exact", log=True)
         assert mixed.dtype == torch.float32
         assert bool((info["err"] < tol).all()) and bool((info_x["err"] < tol).all())

@@ -182,10 +182,12 @@ def _iterate(lk: _LogKernel, a: Tensor, w: Tensor, g: Tensor, tol: float, max_it
     dev, dt = a.device, lk.dtype
     a, g = a.to(dt), g.to(dt, copy=True)
     log_a = torch.log(a)  # -inf on empty pixels: exact, the kernel keeps every potential finite
-    wk = w.to(dt)[:, None, :]  # (B, 1, k)
+    w = w.to(dt)
+    w = w / w.sum(1, keepdim=True)  # exactly one in the compute dtype: the identity below relies on it
+    wk = w[:, None, :]  # (B, 1, k)
     # sum_k w_k T(G)_k = 0 for any G (weights summing to one), so from G = 0 on, the last image's potential is
     # -sum_{j<k} (w_j / w_k) G_j: Anderson mixes the first k - 1 images only (weights sorted, largest last)
-    ratio = (w[:, :-1] / w[:, -1:]).to(dt)[:, :, None, None]
+    ratio = (w[:, :-1] / w[:, -1:])[:, :, None, None]
     out_bar = torch.zeros(b, h, wd, device=dev, dtype=dt)
     out_g = torch.zeros_like(g)
     niter = torch.full((b,), max_iter, device=dev)
