@@ -13,9 +13,10 @@ iteration ``G -> T(G)`` is (POT's order)::
     log b = sum_k w_k L_k                     # geometric mean of the K u_k
     T(G)_k = log b - L_k                      # v_k = b / K u_k
 
-Acceleration: Anderson mixing of the last ``m`` iterates of ``G -> T(G)`` (Walker and Ni 2011; for Sinkhorn see
-Chizat 2020, "Sinkhorn iterations are a fixed point map"): same fixed point, about 5x fewer iterations than the
-plain map on MNIST digits at ``reg = 0.004``.
+Acceleration: Anderson mixing of the last ``m`` iterates of the fixed-point map ``G -> T(G)`` (Walker and Ni
+2011): same fixed point; on 128 pairs of MNIST digits at
+``reg = 0.004`` and POT's tolerance, 22 iterations per pair on average, against 151 for POT's plain iteration and
+102 for the over-relaxed one (``anderson=0, relax=1.5``).
 
 Log-domain kernel application ("stabilised convolution"): ``log K(exp X) = m + log K(exp(X - m))`` with ``m`` the
 maximum of ``X`` over each image. Every entry of ``K`` is at least ``exp(-2 / reg)`` (squared distances on the
@@ -27,7 +28,7 @@ Mixed precision (``precision="mixed"``, default): where the exact kernel needs f
 float32 with floors at float32's smallest normal number instead (sums that underflow are clamped, not lost to
 ``-inf``), until the criterion is met or stops improving; then the exact kernel iterates on from the float32
 potentials until the criterion holds there, usually after one iteration. Every returned barycenter therefore
-meets ``tol`` in exact arithmetic; float32 only supplies the starting point, at about a third of the cost of a
+meets ``tol`` in exact arithmetic (unless ``max_iter`` runs out: see ``log``); float32 only supplies the starting point, at about a third of the cost of a
 float64 iteration on a CPU.
 """
 from __future__ import annotations
