@@ -236,6 +236,10 @@ def test_multimix_loss_is_clean_plus_mixed_with_same_weights():
     z = model.embed(x)
     ref = mixlab.soft_cross_entropy(model.head(lam.t() @ z), lam.t() @ t) + mixlab.soft_cross_entropy(model(x), t)
     torch.testing.assert_close(loss, ref)
+    for name in ("multimix", "dense-multimix"):  # mean_loss: the same sum over 1 + clean_weight
+        summed = mixlab.create(name, num_classes=5, n=64, seed=3, clean_weight=0.5).training_loss(model, x, t)
+        mean = mixlab.create(name, num_classes=5, n=64, seed=3, clean_weight=0.5, mean_loss=True)
+        torch.testing.assert_close(mean.training_loss(model, x, t), summed / 1.5)
 
 
 def test_multimix_feature_map_equals_embedding_under_gap_and_not_under_fc_layers():

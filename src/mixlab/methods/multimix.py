@@ -15,8 +15,10 @@ Choices the paper leaves open (ours, stated here):
 * ``mix_at="embedding"``: after ``model.pool`` (for cnn11, whose ``pool`` is flatten + two hidden FC layers,
   that is the 256-d input of the last linear layer; ``"feature-map"`` mixes before the FC layers instead);
 * loss = ``clean_weight`` x loss on the ``b`` clean examples + mean loss over the ``n`` mixed ones
-  (``clean_weight=1``; 0 trains on mixed examples only); ``alpha = 1``, ``n = 1000``, ``m = b`` (each tuple
-  may instead take a random subset of ``m`` examples of the batch);
+  (``clean_weight=1``; 0 trains on mixed examples only), or with ``mean_loss=True`` that sum divided by
+  ``1 + clean_weight``, which keeps ERM's gradient scale (the sum doubles it, as a doubled learning rate
+  would); ``alpha = 1``, ``n = 1000``, ``m = b`` (each tuple may instead take a random subset of ``m``
+  examples of the batch);
 * attention ``a_i`` = CAM of example ``i`` for its own class (argmax of its target), ReLU'd and normalised to
   sum one over positions, detached (a weighting, not a learnt path); a position where every example has zero
   attention falls back to ``Lambda^j``;
@@ -59,6 +61,7 @@ class MultiMix(Method):
         alpha: Dirichlet concentration (1.0).
         m: examples per interpolation tuple (default ``None``: the whole batch, ``m = b``; 2 gives pairs).
         clean_weight: weight of the clean-example loss (1.0; see the module docstring).
+        mean_loss: divide the summed loss by ``1 + clean_weight`` (default False: the sum).
         mix_at: ``"embedding"`` (the paper: the pooled embedding ``model.pool(...)`` right before ``model.head``)
             or ``"feature-map"``: the last feature map, before ``model.pool``. The two are the same for a GAP
             pooling (linear); they differ for models whose ``pool`` holds hidden layers (cnn11's FC layers), where
@@ -73,7 +76,8 @@ class MultiMix(Method):
     needs_stages = True
 
     def __init__(self, n: int = 1000, alpha: float = 1.0, clean_weight: float = 1.0, mix_at: str = "embedding",
-                 m: int | None = None, global_batch: bool = False, num_classes=None, seed=0, check_inputs=True):
+                 m: int | None = None, global_batch: bool = False, mean_loss: bool = False, num_classes=None,
+                 seed=0, check_inputs=True):
         super().__init__(num_classes, seed, check_inputs)
         if m is not None and int(m) < 2:
             raise ValueError(f"m (examples per interpolation) must be >= 2 or None (the whole batch), got {m}")
@@ -85,6 +89,7 @@ class MultiMix(Method):
             raise ValueError(f"n (mixed examples per batch) must be >= 1, got {n}")
         self.n, self.alpha, self.clean_weight = int(n), check_alpha(alpha), float(clean_weight)
         self.global_batch = bool(global_batch)
+        self.mean_loss = bool(mean_loss)
         self.last_weights: Tensor | None = None
 
     def weights(self, b: int, device, batch: tuple[int, ...] = ()) -> Tensor:
@@ -107,7 +112,11 @@ class MultiMix(Method):
         loss = loss_fn(classify(z_mix), t_mix)
         if self.clean_weight:
             loss = loss + self.clean_weight * loss_fn(classify(z_local), targets)
-        return loss
+        return self.combine(loss)
+
+    def combine(self, loss: Tensor) -> Tensor:
+        """The summed mixed + clean loss, or its weighted mean (``mean_loss``)."""
+        return loss / (1.0 + self.clean_weight) if self.mean_loss else loss
 
     def show(self, x01, targets, classes, path, context):
         """The weights ``Lambda`` of the first mixed examples and their mixed targets."""
@@ -156,4 +165,4 @@ class DenseMultiMix(MultiMix):
             clean = model.head(model.pool(fmap))
         if self.clean_weight:
             loss = loss + self.clean_weight * loss_fn(clean, targets)
-        return loss
+        return self.combine(loss)
