@@ -28,8 +28,8 @@ Mixed precision (``precision="mixed"``, default): where the exact kernel needs f
 float32 with floors at float32's smallest normal number instead (sums that underflow are clamped, not lost to
 ``-inf``), until the criterion is met or stops improving; then the exact kernel iterates on from the float32
 potentials until the criterion holds there, usually after one iteration. Every returned barycenter therefore
-meets ``tol`` in exact arithmetic (unless ``max_iter`` runs out: see ``log``); float32 only supplies the starting point, at about a third of the cost of a
-float64 iteration on a CPU.
+meets ``tol`` in exact arithmetic (unless ``max_iter`` runs out: see ``log``); float32 only supplies the
+starting point, at about a third of the cost of a float64 iteration on a CPU.
 """
 from __future__ import annotations
 
@@ -223,8 +223,8 @@ def _iterate(lk: _LogKernel, a: Tensor, w: Tensor, g: Tensor, tol: float, max_it
                     break
                 if 4 * n_done >= done.numel():
                     keep = ~done
-                    idx, done, a, log_a, wk, g, r = idx[keep], done[keep], a[keep], log_a[keep], wk[keep], g[keep], r[keep]
-                    ratio, best, stalled = ratio[keep], best[keep], stalled[keep]
+                    idx, done, a, log_a, wk, ratio = idx[keep], done[keep], a[keep], log_a[keep], wk[keep], ratio[keep]
+                    g, r, best, stalled = g[keep], r[keep], best[keep], stalled[keep]
                     if acc is not None:
                         acc.subset(keep)
         if acc is None:
