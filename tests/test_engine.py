@@ -47,6 +47,28 @@ def test_resume_equals_uninterrupted(tmp_path):
     assert result["test_error"] == full_result["test_error"]
 
 
+def test_a_run_being_trained_elsewhere_is_locked_and_a_stale_lock_taken_over(tmp_path):
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    from mixlab.train import RunLocked
+    from mixlab.train.engine import run_lock
+
+    config = TrainConfig(method="erm", **{**SMALL, "epochs": 1})
+    trainer = Trainer(config, out=tmp_path, progress=False)
+    lock = trainer.run_dir / "lock"
+    with run_lock(trainer.run_dir):  # this process is "training" the run
+        assert json.loads(lock.read_text())["pid"] == os.getpid()
+        with pytest.raises(RunLocked, match="another process"):
+            trainer.run()
+    assert not lock.exists()
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    lock.write_text(json.dumps({"pid": int(dead.stdout), "host": socket.gethostname()}))  # its owner is gone
+    assert trainer.run()["epochs"] == 1 and not lock.exists()
+
+
 def test_checkpoint_from_other_config_refused(tmp_path):
     first = Trainer(TrainConfig(method="erm", **SMALL), out=tmp_path, progress=False)
     first.run()

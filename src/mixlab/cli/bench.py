@@ -40,7 +40,7 @@ def run_protocol(protocol, methods, trials, out, data_dir=None, device="cpu", pr
 
     ``overrides`` replace protocol fields; its ``method_kwargs`` are added to every method's options."""
     from ..results import ResultsStore, summarize
-    from ..train import make_trainer
+    from ..train import RunLocked, make_trainer
 
     store = ResultsStore(out)
     run_ids = []
@@ -52,7 +52,12 @@ def run_protocol(protocol, methods, trials, out, data_dir=None, device="cpu", pr
             if store.has_run(trainer.run_id):
                 log(f"  {method} seed {seed}: done already ({trainer.run_id})")
                 continue
-            result = trainer.run(resume=True)
+            try:
+                result = trainer.run(resume=True)
+            except RunLocked as error:  # another bench on the same --out is training it right now
+                log(f"  {method} seed {seed}: skipped, {error}; run this command again afterwards to include it")
+                run_ids.pop()
+                continue
             log(f"  {method} seed {seed}: test error {result['test_error']:.2f}% "
                 f"({result['train_seconds']:.1f} s)")
     runs = [store.get_run(r) for r in run_ids]

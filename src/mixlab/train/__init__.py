@@ -1,3 +1,3 @@
-from .engine import TrainConfig, Trainer, evaluate, make_trainer, train
+from .engine import RunLocked, TrainConfig, Trainer, evaluate, make_trainer, train
 
-__all__ = ["TrainConfig", "Trainer", "evaluate", "make_trainer", "train"]
+__all__ = ["RunLocked", "TrainConfig", "Trainer", "evaluate", "make_trainer", "train"]

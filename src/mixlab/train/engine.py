@@ -6,11 +6,13 @@ epoch ``e`` replays epochs ``e+1..`` exactly as an uninterrupted run would.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
 import math
 import os
+import socket
 import sys
 import time
 from dataclasses import dataclass, field
@@ -198,6 +200,53 @@ def restrict_classes(data, classes: tuple[int, ...]):
     sub.y = lookup[sub.y]
     sub.classes = [data.classes[c] for c in classes]
     return sub
+
+
+class RunLocked(RuntimeError):
+    """Another live process is training the same run id in the same output folder."""
+
+
+def _lock_owner_alive(owner: dict) -> bool:
+    if owner.get("host") != socket.gethostname():
+        return True  # another machine on a shared folder: cannot tell, assume it is alive
+    try:
+        os.kill(int(owner["pid"]), 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, KeyError, ValueError, TypeError):
+        return True
+    return True
+
+
+@contextlib.contextmanager
+def run_lock(run_dir: Path):
+    """Exclusive right to train one run in one output folder: ``<run_dir>/lock`` holds the owner's pid and host.
+
+    A second process on the same run (e.g. two ``mixlab bench`` sharing an ``--out``) gets :class:`RunLocked`
+    instead of writing the same checkpoint; a lock left by a process that died is taken over.
+    """
+    run_dir.mkdir(parents=True, exist_ok=True)
+    path = run_dir / "lock"
+    while True:
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            try:
+                owner = json.loads(path.read_text() or "{}")
+            except (OSError, json.JSONDecodeError):
+                owner = {}
+            if owner and _lock_owner_alive(owner):
+                raise RunLocked(f"{run_dir.name} is being trained by another process (pid {owner.get('pid')} on "
+                                f"{owner.get('host')}); wait for it to finish, or use another --out") from None
+            path.unlink(missing_ok=True)  # stale (its owner died) or half-written: take it over
+            continue
+        with os.fdopen(fd, "w") as f:
+            json.dump({"pid": os.getpid(), "host": socket.gethostname()}, f)
+        break
+    try:
+        yield
+    finally:
+        path.unlink(missing_ok=True)
 
 
 def atomic_save(obj: Any, path: Path) -> None:
@@ -424,6 +473,10 @@ class Trainer:
         return total / max(steps, 1)
 
     def run(self, resume: bool = False) -> dict:
+        with run_lock(self.run_dir) if self.is_main else contextlib.nullcontext():
+            return self._run(resume)
+
+    def _run(self, resume: bool) -> dict:
         from tqdm.auto import tqdm
 
         self.setup()
