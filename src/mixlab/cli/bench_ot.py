@@ -3,7 +3,8 @@
 1. Barycenters of ``--pairs`` pairs of 28x28 MNIST digits at ``reg`` (0.004): ours (batched, log domain) vs
    POT's ``ot.bregman.convolutional_barycenter2d`` looped over the pairs, same run, same threads. Accuracy: L1
    distance of ours to POT run to convergence (stopThr 1e-7); speed: POT looped at its default stopThr (1e-4)
-   over ours. POT is a benchmark dependency only.
+   over ours (the median of ``--repeats`` runs; POT is timed once, it takes about 1.8 s). POT is a benchmark
+   dependency only.
 2. Step time (forward + backward + SGD step) on PreActResNet-18, batch 128, 32x32 inputs: ERM, AlignMixup and
    MultiMix (n = 1000), interleaved, median of ``--steps`` steps each; ratios against ERM.
 """
