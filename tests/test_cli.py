@@ -55,6 +55,20 @@ def test_bench_method_arg_and_validation_holdout(tmp_path, capsys):
     assert run["metrics"]["test_set"].startswith("validation: 5 per class")
 
 
+def test_bench_skips_a_run_another_process_is_training(tmp_path, capsys):
+    from mixlab.protocols import get_protocol
+    from mixlab.train.engine import run_lock
+
+    config = get_protocol("digits-quick").train_config("mixup", 0, epochs=1)
+    with run_lock(tmp_path / "runs" / config.run_id()):  # "another process" is training mixup seed 0
+        args = ["bench", "--protocol", "digits-quick", "--methods", "erm,mixup", "--trials", "1", "--epochs", "1",
+                "--out", str(tmp_path), "--json", "--no-progress"]
+        assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "mixup seed 0: skipped" in out and "another process" in out
+    assert set(json.loads(out.strip().splitlines()[-1])["methods"]) == {"erm"}
+
+
 def test_show_writes_png(tmp_path):
     path = tmp_path / "grid.png"
     assert main(["show", "--method", "mixup", "--dataset", "digits", "--pairs", "3", "--out", str(path)]) == 0
