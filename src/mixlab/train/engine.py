@@ -232,13 +232,17 @@ def run_lock(run_dir: Path):
             fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
         except FileExistsError:
             try:
-                owner = json.loads(path.read_text() or "{}")
-            except (OSError, json.JSONDecodeError):
+                text, age = path.read_text(), time.time() - path.stat().st_mtime
+            except FileNotFoundError:  # released in between: try again
+                continue
+            try:
+                owner = json.loads(text or "{}")
+            except json.JSONDecodeError:
                 owner = {}
-            if owner and _lock_owner_alive(owner):
+            if (owner and _lock_owner_alive(owner)) or (not owner and age < 30):  # empty: its owner is writing it
                 raise RunLocked(f"{run_dir.name} is being trained by another process (pid {owner.get('pid')} on "
                                 f"{owner.get('host')}); wait for it to finish, or use another --out") from None
-            path.unlink(missing_ok=True)  # stale (its owner died) or half-written: take it over
+            path.unlink(missing_ok=True)  # stale: its owner died (or never finished writing it)
             continue
         with os.fdopen(fd, "w") as f:
             json.dump({"pid": os.getpid(), "host": socket.gethostname()}, f)
