@@ -284,14 +284,14 @@ def convolutional_barycenter(images: Tensor, weights: Tensor, reg: float, max_it
     if weights.shape != (b, k):
         raise ValueError(f"weights must be ({b}, {k}) or ({k},) for images of shape {tuple(images.shape)}; "
                          f"got {tuple(weights.shape)}")
-    if bool((weights < 0).any()) or bool((weights.sum(1) <= 0).any()):
+    if bool((weights < 0).any() | (weights.sum(1) <= 0).any()):
         raise ValueError("weights must be non-negative with a positive sum per row")
-    weights = weights / weights.sum(1, keepdim=True)
-    order = weights.argsort(1)  # largest weight last (see _iterate); the barycenter does not depend on the order
-    weights = weights.gather(1, order)
-    images = images.gather(1, order[:, :, None, None].expand_as(images))
     if bool((images < 0).any()):
         raise ValueError("images must be non-negative histograms")
+    # largest weight last (see _iterate, which also normalises the rows); the barycenter does not depend on the order
+    order = weights.argsort(1)
+    weights = weights.gather(1, order)
+    images = images.gather(1, order[:, :, None, None].expand_as(images))
     dtype = images.dtype if images.dtype in (torch.float32, torch.float64) else torch.float32
     exact = _LogKernel(h, w, reg, images.device, dtype, kernel)
     g = torch.zeros(b, k, h, w, device=images.device, dtype=exact.dtype)
