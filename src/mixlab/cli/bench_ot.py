@@ -20,7 +20,7 @@ def add_parser(sub) -> None:
     p.add_argument("--pairs", type=int, default=128)
     p.add_argument("--reg", type=float, default=0.004)
     p.add_argument("--tol", type=float, default=1e-4, help="our solver's tolerance (POT's criterion)")
-    p.add_argument("--relax", type=float, default=1.0, help="our solver's mixing / over-relaxation parameter")
+    p.add_argument("--relax", type=float, default=1.5, help="our solver's mixing / over-relaxation parameter")
     p.add_argument("--anderson", type=int, default=5, help="our solver's Anderson history (0: none)")
     p.add_argument("--precision", choices=["mixed", "exact"], default="mixed",
                    help="our solver: float32 iterations finished in exact arithmetic, or exact throughout")
@@ -33,7 +33,7 @@ def add_parser(sub) -> None:
     p.set_defaults(func=run)
 
 
-def barycenter_bench(pairs: int, reg: float, tol: float, data_dir=None, device="cpu", relax: float = 1.0,
+def barycenter_bench(pairs: int, reg: float, tol: float, data_dir=None, device="cpu", relax: float = 1.5,
                      anderson: int = 5, precision: str = "mixed", repeats: int = 3) -> dict:
     import numpy as np
     import torch

@@ -14,9 +14,9 @@ iteration ``G -> T(G)`` is (POT's order)::
     T(G)_k = log b - L_k                      # v_k = b / K u_k
 
 Acceleration: Anderson mixing of the last ``m`` iterates of the fixed-point map ``G -> T(G)`` (Walker and Ni
-2011): same fixed point; on 128 pairs of MNIST digits at
-``reg = 0.004`` and POT's tolerance, 22 iterations per pair on average, against 151 for POT's plain iteration and
-102 for the over-relaxed one (``anderson=0, relax=1.5``).
+2011), mixing parameter 1.5: same fixed point; on 128 pairs of MNIST digits at ``reg = 0.004`` and POT's
+tolerance, 21 iterations per pair on average, against 151 for POT's plain iteration and 102 for the
+over-relaxed one (``anderson=0, relax=1.5``).
 
 Log-domain kernel application ("stabilised convolution"): ``log K(exp X) = m + log K(exp(X - m))`` with ``m`` the
 maximum of ``X`` over each image. Every entry of ``K`` is at least ``exp(-2 / reg)`` (squared distances on the
@@ -24,8 +24,13 @@ unit square are at most 2), so the sum never underflows while ``2 / reg`` stays 
 the compute dtype; ``auto`` picks float32 when that holds, float64 when it holds there (reg > ~0.003), a
 per-axis shift (reg > ~0.0015) and an exact ``logsumexp`` below that. That is the *exact* kernel.
 
+Work saved without changing the result: only the first ``k - 1`` potentials are iterated (the last follows from
+the others), ``u_k = a_k / K v_k`` is computed only in a box around each image's support (with the matching rows
+and columns of the kernel: 20 x 20 of 28 x 28 for MNIST digits), the iteration needs ``k - 1`` logs per pixel
+(of ratios ``K u_j / K u_k``) and POT's criterion none.
+
 Mixed precision (``precision="mixed"``, default): where the exact kernel needs float64, the iterations run in
-float32 with floors at float32's smallest normal number instead (sums that underflow are clamped, not lost to
+float32 with floors near float32's smallest normal number instead (sums that underflow are clamped, not lost to
 ``-inf``), until the criterion is met or stops improving; then the exact kernel iterates on from the float32
 potentials until the criterion holds there, usually after one iteration. Every returned barycenter therefore
 meets ``tol`` in exact arithmetic (unless ``max_iter`` runs out: see ``log``); float32 only supplies the
@@ -33,12 +38,15 @@ starting point, at about a third of the cost of a float64 iteration on a CPU.
 """
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
 #: largest ``-log`` of a kernel entry a dtype represents with full precision (log of its smallest normal, with margin)
 _EXP_RANGE = {torch.float32: 80.0, torch.float64: 700.0}
 _LOG2E = 1.4426950408889634
+_FLOAT32_TOL = 1e-6  # the tightest tolerance float32 iterations aim for (mixed precision)
 
 
 def _axis_cost(n: int, reg: float, device, dtype) -> Tensor:
@@ -65,16 +73,24 @@ def _boxes(a: Tensor) -> tuple[Tensor, Tensor, int, int]:
 class _LogKernel:
     """``X -> log K(exp X)`` over the last two axes, for the separable Gibbs kernel of an ``H x W`` grid.
 
-    ``floor=True`` (float32 warm-up iterations only) clamps kernel sums at the dtype's smallest normal number:
-    sums that underflow give a large negative log instead of ``-inf``; the result is then approximate.
+    ``floor=True`` (float32 warm-up iterations only) clamps kernel sums at a floor (the dtype's smallest normal
+    number, or more so that ratios of two sums stay finite): sums that underflow give a large negative log
+    instead of ``-inf``; the result is then approximate.
     """
 
     def __init__(self, h: int, w: int, reg: float, device, dtype, mode: str = "auto", floor: bool = False):
         span = (1.0 if h > 1 else 0.0) + (1.0 if w > 1 else 0.0)
+        # the largest kernel sum of an image with entries <= 1: ratios of sums, and u v K, stay below it / min K
+        log_s_max = float(_axis_cost(h, reg, "cpu", torch.float64).exp().sum(1).max().log()
+                          + _axis_cost(w, reg, "cpu", torch.float64).exp().sum(1).max().log())
+
+        def fits(dt):  # kernel entries normal, and no overflow in the scaled domain
+            return span / reg < _EXP_RANGE[dt] and span / reg + log_s_max < math.log(torch.finfo(dt).max) - 1
+
         if mode == "auto":
-            if dtype == torch.float32 and span / reg < _EXP_RANGE[torch.float32]:
+            if dtype == torch.float32 and fits(torch.float32):
                 mode = "image"
-            elif span / reg < _EXP_RANGE[torch.float64]:
+            elif fits(torch.float64):
                 mode, dtype = "image", torch.float64
             elif 1.0 / reg < _EXP_RANGE[torch.float64]:
                 mode, dtype = "axis", torch.float64
@@ -83,7 +99,8 @@ class _LogKernel:
         if mode not in ("image", "axis", "exact"):
             raise ValueError(f"kernel mode must be auto, image, axis or exact; got {mode!r}")
         self.mode, self.dtype, self.floor = mode, dtype, floor
-        self.tiny = torch.finfo(dtype).tiny if floor else 0.0
+        info = torch.finfo(dtype)
+        self.tiny = max(info.tiny, math.exp(log_s_max + 1 - math.log(info.max))) if floor else 0.0
         self.m_h = _axis_cost(h, reg, device, dtype)
         self.m_w = _axis_cost(w, reg, device, dtype)
         self.k_h, self.k_w = self.m_h.exp(), self.m_w.exp()
@@ -162,7 +179,7 @@ class _LogKernel:
             marg = torch.add(g, lku).exp_() if marginals else None
             return lku[:, :-1] - lku[:, -1:], lambda sel: lku[sel, -1], marg
         b, k1, h, w = head.shape
-        m = torch.cat([self._finite_max(head, (-2, -1)), self._finite_max(last, (-2, -1))], 1)
+        m = torch.cat([head.amax((-2, -1), keepdim=True), last.amax((-2, -1), keepdim=True)], 1)  # finite
         e = head.new_empty(b, k1 + 1, h, w)
         torch.sub(head, m[:, :-1], out=e[:, :-1])
         torch.sub(last, m[:, -1:], out=e[:, -1:])
@@ -336,7 +353,7 @@ def _iterate(lk: _LogKernel, a: Tensor, w: Tensor, g: Tensor, tol: float, max_it
 
 
 def convolutional_barycenter(images: Tensor, weights: Tensor, reg: float, max_iter: int = 1000, tol: float = 1e-4,
-                             check_every: int = 2, kernel: str = "auto", anderson: int = 5, relax: float = 1.0,
+                             check_every: int = 2, kernel: str = "auto", anderson: int = 5, relax: float = 1.5,
                              precision: str = "mixed", log: bool = False):
     """Entropic Wasserstein barycenters of ``B`` groups of ``k`` images, all groups solved at once.
 
@@ -354,9 +371,10 @@ def convolutional_barycenter(images: Tensor, weights: Tensor, reg: float, max_it
         kernel: ``auto`` (default), ``image``, ``axis`` or ``exact``: how the exact log-domain kernel is applied
             (see the module docstring); all give the same result up to rounding.
         anderson: history length ``m`` of Anderson mixing (default 5; ``0``: the plain, over-relaxed iteration).
-        relax: mixing parameter: the step ``x + relax * (T(x) - x)``. Without Anderson this is the
-            over-relaxation ``omega`` of Thibault, Chizat, Dossal, Papadakis 2017 (``1``: POT's iteration).
-            Same fixed point whatever the value.
+        relax: mixing parameter: the step ``x + relax * (T(x) - x)`` (default 1.5: 3 to 6 % fewer iterations
+            than 1 with Anderson on MNIST and Fashion-MNIST training pairs, k = 2 and 3, reg 0.002 to 0.01).
+            Without Anderson this is the over-relaxation ``omega`` of Thibault, Chizat, Dossal, Papadakis 2017
+            (``anderson=0, relax=1``: POT's iteration). Same fixed point whatever the value.
         precision: ``mixed`` (default): where the exact kernel needs float64, iterate in float32 until ``tol``
             (or until the float32 criterion stalls for 5 checks), then finish with the exact kernel, which must
             meet ``tol`` itself (module docstring); ``exact``: every iteration with the exact kernel.
@@ -398,8 +416,9 @@ def convolutional_barycenter(images: Tensor, weights: Tensor, reg: float, max_it
     n_fast = torch.zeros(b, dtype=torch.long, device=images.device)
     if precision == "mixed" and exact.dtype != torch.float32:
         fast = _LogKernel(h, w, reg, images.device, torch.float32, "image", floor=True)
-        _, g, n_fast, _ = _iterate(fast, images, weights, g, tol, max_iter, check_every, anderson, relax,
-                                   first_check=check_every, patience=5, boxes=boxes, want_bar=False)
+        # below ~1e-6 the float32 criterion is rounding noise: aim there, the exact kernel does the rest
+        _, g, n_fast, _ = _iterate(fast, images, weights, g, max(tol, _FLOAT32_TOL), max_iter, check_every, anderson,
+                                   relax, first_check=check_every, patience=5, boxes=boxes, want_bar=False)
         first = 1  # the float32 potentials may already meet tol exactly: check at once
     else:
         first = check_every
