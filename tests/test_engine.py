@@ -67,6 +67,13 @@ def test_a_run_being_trained_elsewhere_is_locked_and_a_stale_lock_taken_over(tmp
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     lock.write_text(json.dumps({"pid": int(dead.stdout), "host": socket.gethostname()}))  # its owner is gone
     assert trainer.run()["epochs"] == 1 and not lock.exists()
+    # a lock without a usable pid and host: held while young (its owner may be writing it), stale when old
+    lock.write_text(json.dumps({"pid": "not a pid"}))
+    with pytest.raises(RunLocked):
+        trainer.run()
+    old = lock.stat().st_mtime - 60
+    os.utime(lock, (old, old))
+    assert trainer.run()["epochs"] == 1 and not lock.exists()
 
 
 def test_checkpoint_from_other_config_refused(tmp_path):

@@ -277,3 +277,26 @@ def test_killed_sweep_resumes_without_rerunning_finished_runs(tmp_path, monkeypa
     assert "protocol `no-such-protocol` not available in this build" in text
     assert text.count("(n=2)") == 4  # 2 methods x 2 columns with numbers
     assert (path.parent / "table1-bars.png").exists()
+
+
+def test_reproduction_skips_a_run_another_process_is_training(tmp_path, monkeypatch):
+    from mixlab import reproduce
+    from mixlab.protocols import PROTOCOLS, Protocol
+    from mixlab.train.engine import run_lock
+
+    monkeypatch.setitem(PROTOCOLS, "test-tiny", Protocol(
+        "test-tiny", "digits, 1 epoch", dict(TINY, subset_per_class=10, test_limit=100), ("erm", "mixup"), trials=1))
+    rep = reproduce.Reproduction("test-tiny", "tiny", (reproduce.Table(
+        "t", reproduce._rows([("Baseline", "erm"), ("Mixup", "mixup")]),
+        (reproduce.Column("digits", "test-tiny", "test-tiny"),)),))
+    monkeypatch.setitem(reproduce.REPRODUCTIONS, "test-tiny", rep)
+    config = PROTOCOLS["test-tiny"].train_config("mixup", 0)
+    lines = []
+    with run_lock(tmp_path / "runs" / config.run_id()):  # "another process" is training mixup seed 0
+        path = reproduce.run_reproduction("test-tiny", out=tmp_path, quick=True, log=lines.append)
+    assert any("mixup seed 0: skipped" in line for line in lines)
+    text = path.read_text()
+    assert "1 trained now" in text and "**1 skipped**" in text and text.count("(n=1)") == 1
+    lines.clear()
+    path = reproduce.run_reproduction("test-tiny", out=tmp_path, quick=True, log=lines.append)  # lock released
+    assert "1 trained now" in path.read_text() and path.read_text().count("(n=1)") == 2

@@ -198,7 +198,7 @@ def run_reproduction(name: str, out: str | Path = "mixlab-out", quick: bool = Fa
                      progress: bool | None = None, command: str | None = None, log=print) -> Path:
     """Train what is missing, evaluate, write ``report.md`` (+ ``results.json`` and PNGs) to ``report_dir``."""
     from .eval import run_eval
-    from .train import make_trainer
+    from .train import RunLocked, make_trainer
 
     t0 = time.perf_counter()
     started = time.strftime("%Y-%m-%d %H:%M:%S %Z")
@@ -227,15 +227,23 @@ def run_reproduction(name: str, out: str | Path = "mixlab-out", quick: bool = Fa
     todo = [rid for rid in jobs if not store.has_run(rid)]
     log(f"reproduce {name}{' --quick' if quick else ''}: {len(jobs)} runs, {len(jobs) - len(todo)} found in "
         f"{Path(out) / 'results.db'}, {len(todo)} to train")
+    locked = set()  # runs another process (sharing this --out) is training right now
     for i, rid in enumerate(todo, 1):
         config = jobs[rid]
-        result = make_trainer(config, out=out, data_dir=data_dir, progress=progress).run(resume=True)
+        try:
+            result = make_trainer(config, out=out, data_dir=data_dir, progress=progress).run(resume=True)
+        except RunLocked as error:
+            locked.add(rid)
+            log(f"  [{i}/{len(todo)}] {config.protocol} {config.method} seed {config.seed}: skipped, {error}; run "
+                f"this command again afterwards to include it")
+            continue
         log(f"  [{i}/{len(todo)}] {config.protocol} {config.method} seed {config.seed}: test error "
             f"{result['test_error']:.2f}% ({result['train_seconds']:.1f} s)")
     # evaluations the columns read, on every run of the column (skipped when stored)
     for t, rows in zip(rep.tables, grid):
         for r, cells in zip(t.rows, rows):
             for c, cell in zip(t.columns, cells):
+                cell.run_ids = [rid for rid in cell.run_ids if rid not in locked]
                 kinds = [c.value.split(":")[1]] if c.value.startswith("eval:") else []
                 for rid in cell.run_ids:
                     evals = {}
@@ -247,9 +255,12 @@ def run_reproduction(name: str, out: str | Path = "mixlab-out", quick: bool = Fa
                         cell.values.append(float(v))
                     cell.run_seconds[rid] = run.get("train_seconds") or 0.0
     wall = time.perf_counter() - t0
+    trained = len(todo) - len(locked)
     log_invocation(out, {"name": name, "quick": quick, "trials": trials, "command": command, "started": started,
-                         "wall_seconds": wall, "trained": len(todo), "runs": len(jobs), "machine": machine()})
-    return write_report(rep, grid, quick, report_dir, out, wall, len(todo), len(jobs), data_dir, command)
+                         "wall_seconds": wall, "trained": trained, "runs": len(jobs), "machine": machine(),
+                         "skipped_locked": len(locked)})
+    return write_report(rep, grid, quick, report_dir, out, wall, trained, len(jobs), data_dir, command,
+                        skipped=len(locked))
 
 
 def log_invocation(out, record: dict) -> None:
@@ -305,7 +316,7 @@ def machine() -> dict:
 
 
 def write_report(rep: Reproduction, grid, quick: bool, report_dir: Path, out, wall: float, trained: int,
-                 total: int, data_dir, command: str | None) -> Path:
+                 total: int, data_dir, command: str | None, skipped: int = 0) -> Path:
     from .protocols import PROTOCOLS
 
     numbers = paper_numbers()
@@ -317,7 +328,9 @@ def write_report(rep: Reproduction, grid, quick: bool, report_dir: Path, out, wa
               f"- machine: {m['cpu']}, {m['cores']} cores, torch {m['torch']} with {m['torch_threads']} threads, "
               f"python {m['python']}, {m['platform']}" + (f", GPU {m['gpu']}" if m['gpu'] else ""),
               f"- wall time of this invocation: {wall:.0f} s; runs: {total} in all, {trained} trained now, "
-              f"{total - trained} found in `{Path(out) / 'results.db'}`"]
+              f"{total - trained - skipped} found in `{Path(out) / 'results.db'}`"
+              + (f", **{skipped} skipped** (another process was training them in this output folder: run the "
+                 f"command again when it has finished to include them)" if skipped else "")]
     earlier = invocations(out, rep.name, quick)
     if earlier:
         lines += ["", "Finished invocations of this reproduction in this output folder (a killed one is not listed; "

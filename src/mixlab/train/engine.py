@@ -210,10 +210,10 @@ def _lock_owner_alive(owner: dict) -> bool:
     if owner.get("host") != socket.gethostname():
         return True  # another machine on a shared folder: cannot tell, assume it is alive
     try:
-        os.kill(int(owner["pid"]), 0)
+        os.kill(owner["pid"], 0)
     except ProcessLookupError:
         return False
-    except (PermissionError, KeyError, ValueError, TypeError):
+    except PermissionError:  # alive, owned by another user
         return True
     return True
 
@@ -223,7 +223,8 @@ def run_lock(run_dir: Path):
     """Exclusive right to train one run in one output folder: ``<run_dir>/lock`` holds the owner's pid and host.
 
     A second process on the same run (e.g. two ``mixlab bench`` sharing an ``--out``) gets :class:`RunLocked`
-    instead of writing the same checkpoint; a lock left by a process that died is taken over.
+    instead of writing the same checkpoint; a lock left by a process that died is taken over, and so is a lock
+    file without a usable pid and host once it is 30 s old (younger, its owner may still be writing it).
     """
     run_dir.mkdir(parents=True, exist_ok=True)
     path = run_dir / "lock"
@@ -239,6 +240,8 @@ def run_lock(run_dir: Path):
                 owner = json.loads(text or "{}")
             except json.JSONDecodeError:
                 owner = {}
+            if not (isinstance(owner, dict) and type(owner.get("pid")) is int and isinstance(owner.get("host"), str)):
+                owner = {}  # not a lock this code wrote (or not yet written): judged by its age
             if (owner and _lock_owner_alive(owner)) or (not owner and age < 30):  # empty: its owner is writing it
                 raise RunLocked(f"{run_dir.name} is being trained by another process (pid {owner.get('pid')} on "
                                 f"{owner.get('host')}); wait for it to finish, or use another --out") from None
