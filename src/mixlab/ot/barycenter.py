@@ -150,13 +150,15 @@ class _LogKernel:
         a_box = a.take((image * h + rows[..., None]) * w + cols[..., None, :])  # (B, k, hb, wb)
         k_rows = self.k_h.index_select(0, rows.flatten()).view(b, k, hb, h)
         k_cols = self.k_w.index_select(0, cols.flatten()).view(b, k, wb, w)
-        return (a_box, k_rows, k_cols.transpose(-1, -2).contiguous(), k_rows.transpose(-1, -2).contiguous(), k_cols)
+        return a_box, k_rows, k_cols
 
-    def _apply_boxed(self, x: Tensor, k_left: Tensor, k_right: Tensor) -> Tensor:
-        """``k_left[i] x[i] k_right[i]`` per image, ``x`` ``(B, k, p, q)``."""
+    def _apply_boxed(self, x: Tensor, k_rows: Tensor, k_cols: Tensor, to_box: bool) -> Tensor:
+        """Per image, ``K`` from the grid to the box (``to_box``: ``k_rows x k_cols^T``, ``x`` ``(B, k, H, W)``) or
+        from the box to the grid (``k_rows^T x k_cols``, ``x`` ``(B, k, hb, wb)``); transposes are views."""
         b, k = x.shape[:2]
-        y = torch.bmm(torch.bmm(k_left.view(b * k, *k_left.shape[2:]), x.reshape(b * k, *x.shape[2:])),
-                      k_right.view(b * k, *k_right.shape[2:]))
+        k_rows, k_cols = k_rows.view(b * k, *k_rows.shape[2:]), k_cols.view(b * k, *k_cols.shape[2:])
+        left, right = (k_rows, k_cols.transpose(1, 2)) if to_box else (k_rows.transpose(1, 2), k_cols)
+        y = torch.bmm(torch.bmm(left, x.reshape(b * k, *x.shape[2:])), right)
         return self._floor(y.view(b, k, *y.shape[1:]))
 
     def sinkhorn_half_step(self, head: Tensor, last: Tensor, prep: tuple[Tensor, ...], marginals: bool):
@@ -190,10 +192,10 @@ class _LogKernel:
             mq = q.amax(dim=(-2, -1), keepdim=True)
             s = self.conv(q.div_(mq))
         else:
-            a, k_in_h, k_in_w, k_out_h, k_out_w = prep
-            q = torch.div(a, self._apply_boxed(e, k_in_h, k_in_w))   # u e^m, inside the box
+            a, k_rows, k_cols = prep
+            q = torch.div(a, self._apply_boxed(e, k_rows, k_cols, to_box=True))   # u e^m, inside the box
             mq = q.amax(dim=(-2, -1), keepdim=True)
-            s = self._apply_boxed(q.div_(mq), k_out_h, k_out_w)
+            s = self._apply_boxed(q.div_(mq), k_rows, k_cols, to_box=False)
         c = torch.log(mq).sub_(m)                                     # L = log s + c
         d = torch.div(s[:, :-1], s[:, -1:]).log_().add_(c[:, :-1] - c[:, -1:])
         marg = e.mul_(s).mul_(mq) if marginals else None
