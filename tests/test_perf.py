@@ -70,3 +70,13 @@ def test_method_arg_parsing():
         "multimix": {"n": 1000, "dense": True}, "mixup": {"alpha": 0.2}}
     with pytest.raises(ValueError, match="METHOD:KEY=VALUE"):
         method_kwargs(["alpha=0.2"])
+
+
+def test_bench_ot_compares_with_pot_on_mnist_pairs(data_root, capsys):
+    pytest.importorskip("ot")
+    assert main(["bench-ot", "--data-dir", str(data_root), "--pairs", "4", "--repeats", "2", "--steps", "0",
+                 "--json"]) == 0
+    r = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["barycenter"]
+    assert r["pairs"] == 4 and len(r["pot_seconds_all"]) == len(r["ours_seconds_all"]) == 2
+    assert r["l1_max"] < 1e-3 and 10 < r["iterations_mean"] < r["pot_iterations_mean"]
+    assert r["iterations_exact_mean"] >= 1 and r["speedup"] > 0
