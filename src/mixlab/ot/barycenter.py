@@ -100,7 +100,7 @@ class _LogKernel:
             raise ValueError(f"kernel mode must be auto, image, axis or exact; got {mode!r}")
         self.mode, self.dtype, self.floor = mode, dtype, floor
         info = torch.finfo(dtype)
-        self.tiny = max(info.tiny, math.exp(log_s_max + 1 - math.log(info.max))) if floor else 0.0
+        self.floor_at = max(info.tiny, math.exp(log_s_max + 1 - math.log(info.max))) if floor else 0.0
         self.m_h = _axis_cost(h, reg, device, dtype)
         self.m_w = _axis_cost(w, reg, device, dtype)
         self.k_h, self.k_w = self.m_h.exp(), self.m_w.exp()
@@ -111,7 +111,7 @@ class _LogKernel:
         return torch.where(torch.isfinite(m), m, torch.zeros_like(m))
 
     def _floor(self, y: Tensor) -> Tensor:
-        return y.clamp_min_(self.tiny) if self.floor else y
+        return y.clamp_min_(self.floor_at) if self.floor else y
 
     def conv(self, x: Tensor) -> Tensor:
         """``K_H x K_W^T`` for ``(..., H, W)``; the second product is one flat matrix product."""
