@@ -53,6 +53,14 @@ def test_bench_method_arg_and_validation_holdout(tmp_path, capsys):
     (run,) = ResultsStore(tmp_path).runs()
     assert run["config"]["method_kwargs"] == {"alpha": 0.4} and run["config"]["holdout_per_class"] == 5
     assert run["metrics"]["test_set"].startswith("validation: 5 per class")
+    args.remove("--holdout-per-class")
+    args.remove("5")
+    assert main(args) == 0  # the same run on the test set: its own row, its own "evaluated on"
+    capsys.readouterr()
+    assert main(["report", "--out", str(tmp_path)]) == 0
+    lines = [line for line in capsys.readouterr().out.splitlines() if "mixup" in line]
+    assert len(lines) == 2 and "validation (5/class)" in lines[0] and " test " in lines[1]
+    assert not any("holdout" in line for line in lines)
 
 
 def test_bench_skips_a_run_another_process_is_training(tmp_path, capsys):

@@ -25,10 +25,11 @@ def run(args) -> int:
     if args.json:
         print_json(rows)
         return 0
-    header = f"{'protocol':<26}{'dataset':<15}{'model':<16}{'method':<20}{'error % (mean +- std)':>24}{'n':>4}"
+    header = (f"{'protocol':<26}{'dataset':<15}{'model':<16}{'method':<20}{'evaluated on':<24}"
+              f"{'error % (mean +- std)':>24}{'n':>4}")
     print(header)
     for r in rows:
-        print(f"{str(r['protocol']):<26}{r['dataset']:<15}{r['model']:<16}{r['method']:<20}"
+        print(f"{str(r['protocol']):<26}{r['dataset']:<15}{r['model']:<16}{r['method']:<20}{r['evaluated_on']:<24}"
               f"{r['mean_error']:>14.2f} +- {r['std_error']:<6.2f}{r['trials']:>4}"
               + (f"   [{r['variant']}]" if r["variant"] else ""))
     return 0

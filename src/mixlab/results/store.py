@@ -131,7 +131,8 @@ def summarize(runs: list[dict], keys=("protocol", "dataset", "model", "method"),
 
     Runs whose configs differ other than in the seed (e.g. a method option changed between two benches into the
     same store) are never averaged together: each configuration is its own row, and where ``keys`` alone do not
-    tell them apart the row's ``variant`` names the differing settings (``""`` otherwise).
+    tell them apart the row's ``variant`` names the differing settings (``""`` otherwise). ``evaluated_on`` says
+    whether the runs' error is on the test set or on a validation holdout (``--holdout-per-class``).
     """
     groups: dict[tuple, list[dict]] = {}
     flat: dict[tuple, dict] = {}  # each group's config (seed left out), flattened to "a.b" keys
@@ -148,11 +149,15 @@ def summarize(runs: list[dict], keys=("protocol", "dataset", "model", "method"),
     rows = []
     for group, members in groups.items():
         key, siblings = group[0], variants[group[0]]
-        differing = sorted(k for k in set().union(*siblings) if len({v.get(k) for v in siblings}) > 1)
+        differing = sorted(k for k in set().union(*siblings)
+                           if len({v.get(k) for v in siblings}) > 1 and k != "holdout_per_class")  # own column
         label = ", ".join(f"{k}={flat[group].get(k, '-')}" for k in differing)
         vals = [m[metric] for m in members]
         mean, std = mean_std(vals)
-        rows.append({**dict(zip(keys, key)), "variant": label, "trials": len(vals), "mean_error": mean,
+        holdout = (members[0].get("config") or {}).get("holdout_per_class")
+        rows.append({**dict(zip(keys, key)), "variant": label,
+                     "evaluated_on": f"validation ({holdout}/class)" if holdout else "test",
+                     "trials": len(vals), "mean_error": mean,
                      "std_error": std, "errors": vals, "seeds": [m["seed"] for m in members],
                      "train_seconds": sum(m.get("train_seconds") or 0 for m in members) / len(members)})
     return rows
