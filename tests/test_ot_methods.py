@@ -147,6 +147,11 @@ def test_barycenter_half_precision_and_bad_input():
         convolutional_barycenter(a[0], torch.tensor([0.5, 0.5]), 0.01)
     with pytest.raises(ValueError, match="weights"):
         convolutional_barycenter(a, torch.tensor([0.2, 0.3, 0.5]), 0.01)
+    w = torch.tensor([0.5, 0.5])
+    for bad, message in ((-a, "non-negative"), (a.index_fill(1, torch.tensor([1]), float("nan")), "NaN"),
+                         (a.index_fill(1, torch.tensor([0]), 0.0), "no mass")):
+        with pytest.raises(ValueError, match=message):
+            convolutional_barycenter(bad, w, 0.01)
 
 
 # -------------------------------------------------------------------------------------- sinkhorn

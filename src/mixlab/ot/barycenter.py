@@ -403,10 +403,17 @@ def convolutional_barycenter(images: Tensor, weights: Tensor, reg: float, max_it
     if weights.shape != (b, k):
         raise ValueError(f"weights must be ({b}, {k}) or ({k},) for images of shape {tuple(images.shape)}; "
                          f"got {tuple(weights.shape)}")
-    if bool((weights < 0).any() | (weights.sum(1) <= 0).any()):
+    bad_weights, negative, not_finite, empty = torch.stack([  # one host sync for all the checks
+        (weights < 0).any() | (weights.sum(1) <= 0).any(), (images < 0).any(), ~torch.isfinite(images).all(),
+        (images.sum((-2, -1)) <= 0).any()]).tolist()
+    if bad_weights:
         raise ValueError("weights must be non-negative with a positive sum per row")
-    if bool((images < 0).any()):
+    if not_finite:
+        raise ValueError("images contain NaN or inf; they must be finite, non-negative histograms")
+    if negative:
         raise ValueError("images must be non-negative histograms")
+    if empty:
+        raise ValueError("an image has no mass (all zero): every image must be a histogram of unit mass")
     # largest weight last (see _iterate, which also normalises the rows); the barycenter does not depend on the order
     order = weights.argsort(1)
     weights = weights.gather(1, order)
