@@ -198,7 +198,7 @@ def run_reproduction(name: str, out: str | Path = "mixlab-out", quick: bool = Fa
                      progress: bool | None = None, command: str | None = None, log=print) -> Path:
     """Train what is missing, evaluate, write ``report.md`` (+ ``results.json`` and PNGs) to ``report_dir``."""
     from .eval import run_eval
-    from .train import RunLocked, make_trainer
+    from .train import make_trainer, run_unless_locked
 
     t0 = time.perf_counter()
     started = time.strftime("%Y-%m-%d %H:%M:%S %Z")
@@ -230,12 +230,10 @@ def run_reproduction(name: str, out: str | Path = "mixlab-out", quick: bool = Fa
     locked = set()  # runs another process (sharing this --out) is training right now
     for i, rid in enumerate(todo, 1):
         config = jobs[rid]
-        try:
-            result = make_trainer(config, out=out, data_dir=data_dir, progress=progress).run(resume=True)
-        except RunLocked as error:
+        result = run_unless_locked(make_trainer(config, out=out, data_dir=data_dir, progress=progress), log,
+                                   f"  [{i}/{len(todo)}] {config.protocol} {config.method} seed {config.seed}")
+        if result is None:
             locked.add(rid)
-            log(f"  [{i}/{len(todo)}] {config.protocol} {config.method} seed {config.seed}: skipped, {error}; run "
-                f"this command again afterwards to include it")
             continue
         log(f"  [{i}/{len(todo)}] {config.protocol} {config.method} seed {config.seed}: test error "
             f"{result['test_error']:.2f}% ({result['train_seconds']:.1f} s)")

@@ -40,7 +40,7 @@ def run_protocol(protocol, methods, trials, out, data_dir=None, device="cpu", pr
 
     ``overrides`` replace protocol fields; its ``method_kwargs`` are added to every method's options."""
     from ..results import ResultsStore, summarize
-    from ..train import RunLocked, make_trainer
+    from ..train import make_trainer, run_unless_locked
 
     store = ResultsStore(out)
     run_ids = []
@@ -52,10 +52,8 @@ def run_protocol(protocol, methods, trials, out, data_dir=None, device="cpu", pr
             if store.has_run(trainer.run_id):
                 log(f"  {method} seed {seed}: done already ({trainer.run_id})")
                 continue
-            try:
-                result = trainer.run(resume=True)
-            except RunLocked as error:  # another bench on the same --out is training it right now
-                log(f"  {method} seed {seed}: skipped, {error}; run this command again afterwards to include it")
+            result = run_unless_locked(trainer, log, f"  {method} seed {seed}")
+            if result is None:  # another bench on the same --out is training it right now
                 run_ids.pop()
                 continue
             log(f"  {method} seed {seed}: test error {result['test_error']:.2f}% "

@@ -291,7 +291,7 @@ def _iterate(lk: _LogKernel, a: Tensor, w: Tensor, g: Tensor, tol: float, max_it
             return torch.mul(head, ratio).neg_()
         return (head * ratio).sum(1, keepdim=True).neg_()
 
-    head = g[:, :-1].to(dt, copy=True).contiguous()
+    head = g[:, :-1].to(dt, memory_format=torch.contiguous_format, copy=True)
     out_bar = torch.zeros(b, h, wd, device=dev, dtype=dt) if want_bar else None
     out_g = torch.zeros(b, k, h, wd, device=dev, dtype=dt) if want_g else None
     niter = torch.full((b,), max_iter, device=dev)
@@ -420,10 +420,11 @@ def convolutional_barycenter(images: Tensor, weights: Tensor, reg: float, max_it
     images = images.gather(1, order[:, :, None, None].expand_as(images))
     dtype = images.dtype if images.dtype in (torch.float32, torch.float64) else torch.float32
     exact = _LogKernel(h, w, reg, images.device, dtype, kernel)
-    boxes = _boxes(images)
+    mixed = precision == "mixed" and exact.dtype != torch.float32
+    boxes = _boxes(images) if mixed or exact.mode == "image" else None  # only the image mode uses them
     g = torch.zeros(b, k, h, w, device=images.device, dtype=exact.dtype)
     n_fast = torch.zeros(b, dtype=torch.long, device=images.device)
-    if precision == "mixed" and exact.dtype != torch.float32:
+    if mixed:
         fast = _LogKernel(h, w, reg, images.device, torch.float32, "image", floor=True)
         # below ~1e-6 the float32 criterion is rounding noise: aim there, the exact kernel does the rest
         _, g, n_fast, _ = _iterate(fast, images, weights, g, max(tol, _FLOAT32_TOL), max_iter, check_every, anderson,

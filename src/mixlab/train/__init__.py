@@ -1,3 +1,3 @@
-from .engine import RunLocked, TrainConfig, Trainer, evaluate, make_trainer, train
+from .engine import RunLocked, TrainConfig, Trainer, evaluate, make_trainer, run_unless_locked, train
 
-__all__ = ["RunLocked", "TrainConfig", "Trainer", "evaluate", "make_trainer", "train"]
+__all__ = ["RunLocked", "TrainConfig", "Trainer", "evaluate", "make_trainer", "run_unless_locked", "train"]

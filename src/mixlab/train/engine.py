@@ -207,14 +207,14 @@ class RunLocked(RuntimeError):
 
 
 def _lock_owner_alive(owner: dict) -> bool:
-    if owner.get("host") != socket.gethostname():
+    if owner["host"] != socket.gethostname():
         return True  # another machine on a shared folder: cannot tell, assume it is alive
     try:
         os.kill(owner["pid"], 0)
     except ProcessLookupError:
         return False
-    except PermissionError:  # alive, owned by another user
-        return True
+    except PermissionError:
+        pass  # alive, owned by another user
     return True
 
 
@@ -243,8 +243,9 @@ def run_lock(run_dir: Path):
             if not (isinstance(owner, dict) and type(owner.get("pid")) is int and isinstance(owner.get("host"), str)):
                 owner = {}  # not a lock this code wrote (or not yet written): judged by its age
             if (owner and _lock_owner_alive(owner)) or (not owner and age < 30):  # empty: its owner is writing it
-                raise RunLocked(f"{run_dir.name} is being trained by another process (pid {owner.get('pid')} on "
-                                f"{owner.get('host')}); wait for it to finish, or use another --out") from None
+                who = f"pid {owner['pid']} on {owner['host']}" if owner else "its lock file is being written"
+                raise RunLocked(f"{run_dir.name} is being trained by another process ({who}); wait for it to "
+                                f"finish, or use another --out") from None
             path.unlink(missing_ok=True)  # stale: its owner died (or never finished writing it)
             continue
         with os.fdopen(fd, "w") as f:
@@ -254,6 +255,15 @@ def run_lock(run_dir: Path):
         yield
     finally:
         path.unlink(missing_ok=True)
+
+
+def run_unless_locked(trainer: "Trainer", log, label: str) -> dict | None:
+    """``trainer.run(resume=True)``, or None (with a line in ``log``) while another process trains the same run."""
+    try:
+        return trainer.run(resume=True)
+    except RunLocked as error:
+        log(f"{label}: skipped, {error}; run this command again afterwards to include it")
+        return None
 
 
 def atomic_save(obj: Any, path: Path) -> None:
