@@ -206,55 +206,53 @@ class RunLocked(RuntimeError):
     """Another live process is training the same run id in the same output folder."""
 
 
-def _lock_owner_alive(owner: dict) -> bool:
-    if owner["host"] != socket.gethostname():
-        return True  # another machine on a shared folder: cannot tell, assume it is alive
+def _lock_owner(fd: int) -> str:
+    """The holder of a lock file, as its text says (``pid N on HOST``), for messages."""
     try:
-        os.kill(owner["pid"], 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass  # alive, owned by another user
-    return True
+        owner = json.loads(os.pread(fd, 4096, 0) or b"{}")
+        return f"pid {owner['pid']} on {owner['host']}"
+    except (OSError, ValueError, TypeError, KeyError):
+        return "its lock file is being written"
 
 
 @contextlib.contextmanager
 def run_lock(run_dir: Path):
-    """Exclusive right to train one run in one output folder: ``<run_dir>/lock`` holds the owner's pid and host.
+    """Exclusive right to train one run in one output folder: an exclusive ``flock`` on ``<run_dir>/lock``.
 
     A second process on the same run (e.g. two ``mixlab bench`` sharing an ``--out``) gets :class:`RunLocked`
-    instead of writing the same checkpoint; a lock left by a process that died is taken over, and so is a lock
-    file without a usable pid and host once it is 30 s old (younger, its owner may still be writing it).
+    instead of writing the same checkpoint. The operating system drops the lock when its holder exits, however it
+    exits, so a lock file left behind by a killed run is simply locked again; its text (pid and host of the
+    holder) only serves the message. On a platform without ``fcntl`` (Windows) runs are not locked.
     """
     run_dir.mkdir(parents=True, exist_ok=True)
     path = run_dir / "lock"
-    while True:
-        try:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-        except FileExistsError:
-            try:
-                text, age = path.read_text(), time.time() - path.stat().st_mtime
-            except FileNotFoundError:  # released in between: try again
-                continue
-            try:
-                owner = json.loads(text or "{}")
-            except json.JSONDecodeError:
-                owner = {}
-            if not (isinstance(owner, dict) and type(owner.get("pid")) is int and isinstance(owner.get("host"), str)):
-                owner = {}  # not a lock this code wrote (or not yet written): judged by its age
-            if (owner and _lock_owner_alive(owner)) or (not owner and age < 30):  # empty: its owner is writing it
-                who = f"pid {owner['pid']} on {owner['host']}" if owner else "its lock file is being written"
-                raise RunLocked(f"{run_dir.name} is being trained by another process ({who}); wait for it to "
-                                f"finish, or use another --out") from None
-            path.unlink(missing_ok=True)  # stale: its owner died (or never finished writing it)
-            continue
-        with os.fdopen(fd, "w") as f:
-            json.dump({"pid": os.getpid(), "host": socket.gethostname()}, f)
-        break
     try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        yield
+        return
+    while True:
+        fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            who = _lock_owner(fd)
+            os.close(fd)
+            raise RunLocked(f"{run_dir.name} is being trained by another process ({who}); wait for it to "
+                            f"finish, or use another --out") from None
+        try:  # the holder may have finished and removed the file between our open and our lock: then again
+            if os.stat(path).st_ino == os.fstat(fd).st_ino:
+                break
+        except FileNotFoundError:
+            pass
+        os.close(fd)
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname()}).encode(), 0)
         yield
     finally:
-        path.unlink(missing_ok=True)
+        path.unlink(missing_ok=True)  # while still holding the lock, so nobody locks a file about to vanish
+        os.close(fd)
 
 
 def run_unless_locked(trainer: "Trainer", log, label: str) -> dict | None:
