@@ -189,3 +189,24 @@ def test_a_methods_revision_changes_its_run_ids_only(monkeypatch):
     assert config.run_id() != before and other.run_id() == other_before
     assert config.identity()["method_revision"] == 1
     assert TrainConfig.from_identity(config.identity()) == config
+
+
+def test_run_lock_does_not_hold_a_file_its_previous_holder_removed_meanwhile(tmp_path, monkeypatch):
+    import fcntl
+    import os
+
+    from mixlab.train.engine import run_lock
+
+    real_flock, calls = fcntl.flock, []
+
+    def flock_then_vanish(fd, op):  # the previous holder finishes between our open and our flock
+        real_flock(fd, op)
+        calls.append(fd)
+        if len(calls) == 1:
+            (tmp_path / "lock").unlink()
+
+    monkeypatch.setattr(fcntl, "flock", flock_then_vanish)
+    with run_lock(tmp_path):
+        assert len(calls) == 2  # the vanished file was let go, the new one is held
+        assert os.fstat(calls[-1]).st_ino == os.stat(tmp_path / "lock").st_ino
+    assert not (tmp_path / "lock").exists()
