@@ -5,6 +5,7 @@ import torch
 import mixlab
 from mixlab.methods.bc import different_class_partners
 from mixlab.methods.cutmix import rand_box
+from mixlab.registry import METHODS
 
 INPUT_MIXERS = ["erm", "mixup", "cutmix", "bc"]
 
@@ -168,3 +169,26 @@ def test_unknown_names_are_clear():
 
 def test_registry_lists_methods():
     assert {"erm", "mixup", "cutmix", "bc", "manifold"} <= set(mixlab.list_methods())
+
+
+_TEXT_METHODS = ("sentmixup", "wordmixup", "amp+sentmixup", "amp+wordmixup")
+
+
+@pytest.mark.parametrize("name", [n for n in METHODS.names() if n != "transformmix"])  # (needs a trained module)
+def test_training_loss_takes_integer_labels_like_one_hot_targets_and_rejects_bad_ones(name):
+    text = name in _TEXT_METHODS
+    model = (mixlab.create_model("kim-cnn", num_classes=4, vocab_size=50) if text else
+             mixlab.create_model("cnn11", num_classes=4, in_channels=1, image_size=28, width=0.25))
+    x = torch.randint(1, 50, (6, 12)) if text else torch.rand(6, 1, 28, 28)
+    y = torch.arange(6) % 4
+    losses = []
+    for targets in (y, torch.nn.functional.one_hot(y, 4).float()):
+        torch.manual_seed(0)  # dropout
+        losses.append(mixlab.create(name, num_classes=4, seed=3).training_loss(model, x, targets).detach())
+    torch.testing.assert_close(losses[0], losses[1])
+    method = mixlab.create(name, num_classes=4, seed=3)
+    for bad in (y[:5], torch.ones(6, 3), y.float()):
+        with pytest.raises(ValueError, match="training_loss takes"):
+            method.training_loss(model, x, bad)
+    with pytest.raises(ValueError, match=r"labels must lie in \[0, 3\]"):
+        method.training_loss(model, x, y + 1)

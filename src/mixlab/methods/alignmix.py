@@ -76,6 +76,7 @@ class AlignMixup(Method):
         return mixed.transpose(1, 2).reshape(a.shape)
 
     def training_loss(self, model, x, targets, loss_fn=soft_cross_entropy):
+        targets = self.loss_targets(x, targets)
         lam, perm, input_branch, direction = self.sample(x.shape[0])
         self.last = MixInfo(lam, perm)
         self.last_direction = None if input_branch else direction

@@ -117,6 +117,7 @@ class AMP(Method):
 
     # ------------------------------------------------------------------------------------------ the step
     def training_loss(self, model, x, targets, loss_fn=soft_cross_entropy):
+        targets = self.loss_targets(x, targets)
         loss_fn = pick_loss(self.loss, loss_fn)
         lam, perm, forward = self.draw(model, x, targets)
         # Max: gradient of the batch-mean loss w.r.t. the input side's lambda (Eq. 16)

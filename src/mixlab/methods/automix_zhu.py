@@ -219,6 +219,7 @@ class AutoMixZhu(PixelSpaceMixer):
         return self.from_pixels(x_hat), self.mixed_targets(t, index, lam.to(t.device))
 
     def training_loss(self, model, x, targets, loss_fn=soft_cross_entropy):
+        targets = self.loss_targets(x, targets)
         b = x.shape[0]
         n_mix = max(2, b - int(round(b * self.clean_fraction)))
         xm, tm = x[:n_mix], targets[:n_mix]

@@ -165,8 +165,25 @@ class Method(nn.Module):
     def randperm(self, n: int, device: torch.device) -> Tensor:
         return torch.randperm(n, generator=self.generator).to(device, non_blocking=True)
 
+    def loss_targets(self, x: Tensor, targets: Tensor) -> Tensor:
+        """``targets`` of :meth:`training_loss` as ``(B, C)``: integer labels ``(B,)`` become one-hot (their range
+        checked unless ``check_inputs=False``); ``(B, C)`` soft / multi-hot targets pass through after a shape check
+        (no device sync: the engine's hot path)."""
+        if not isinstance(targets, Tensor):
+            raise TypeError(f"targets must be a tensor, got {type(targets).__name__}")
+        if targets.dim() == 1 and not targets.is_floating_point() and targets.shape[0] == x.shape[0]:
+            dtype = x.dtype if x.is_floating_point() else torch.get_default_dtype()
+            return as_targets(targets, self.num_classes, dtype, check_values=self.check_inputs)
+        if targets.dim() != 2 or targets.shape[0] != x.shape[0] or (
+                self.num_classes is not None and targets.shape[1] != self.num_classes):
+            c = self.num_classes if self.num_classes is not None else "C"
+            raise ValueError(f"training_loss takes integer labels ({x.shape[0]},) or soft targets ({x.shape[0]}, {c}) "
+                             f"for x of shape {tuple(x.shape)}; got targets of shape {tuple(targets.shape)}")
+        return targets
+
     def training_loss(self, model: nn.Module, x: Tensor, targets: Tensor, loss_fn: LossFn = soft_cross_entropy) -> Tensor:
-        """Loss of one training step; ``targets`` are already ``(B, C)`` soft / multi-hot."""
+        """Loss of one training step; ``targets``: integer labels ``(B,)`` or ``(B, C)`` soft / multi-hot (see
+        :meth:`loss_targets`, which every implementation calls first)."""
         raise NotImplementedError
 
     def extra_repr(self) -> str:
@@ -184,7 +201,7 @@ class InputMixer(Method):
         raise NotImplementedError
 
     def training_loss(self, model, x, targets, loss_fn=soft_cross_entropy):
-        x_mix, t_mix = self.mix(x, targets)
+        x_mix, t_mix = self.mix(x, self.loss_targets(x, targets))
         return loss_fn(model(x_mix), t_mix)
 
 

@@ -81,6 +81,7 @@ class ManifoldMixup(Method):
         return logits, interpolate(t, t[perm], lam_target)
 
     def training_loss(self, model, x, targets, loss_fn=soft_cross_entropy):
+        targets = self.loss_targets(x, targets)
         layers = self.layers if self.layers is not None else model.mix_stages
         bad = [k for k in layers if not 0 <= k < model.num_stages]
         if bad:

@@ -98,6 +98,7 @@ class MultiMix(Method):
         return lam.to(device, non_blocking=True)
 
     def training_loss(self, model, x, targets, loss_fn=soft_cross_entropy):
+        targets = self.loss_targets(x, targets)
         fmap = self.mix_at == "feature-map"
         z_local = model.forward_features(x) if fmap else model.embed(x)  # (b, d) or (b, d, h, w)
         z, t = z_local, targets
@@ -147,6 +148,7 @@ class DenseMultiMix(MultiMix):
         return torch.where(col > 0, m / col.clamp_min(torch.finfo(m.dtype).tiny), lam)
 
     def training_loss(self, model, x, targets, loss_fn=soft_cross_entropy):
+        targets = self.loss_targets(x, targets)
         fmap = model.forward_features(x)  # (b, d, h, w)
         b, r = fmap.shape[0], fmap.shape[2] * fmap.shape[3]
         t = targets.to(fmap.dtype)

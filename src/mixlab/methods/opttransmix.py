@@ -156,6 +156,7 @@ class OptTransMix(InputMixer):
         return x_bar, t_bar
 
     def training_loss(self, model, x, targets, loss_fn=soft_cross_entropy):
+        targets = self.loss_targets(x, targets)
         if self.extra > 0:
             with torch.no_grad():
                 x_bar, t_bar = self.extra_samples(x, targets)

@@ -92,6 +92,7 @@ class StageMixup(Method):
         return mix_at(model, self.features(model, x), self.mix_stage(model), t, lam, perm, lam_target)
 
     def training_loss(self, model, x, targets, loss_fn=soft_cross_entropy):
+        targets = self.loss_targets(x, targets)
         lam, perm = self.sample(x.shape[0])
         self.last = MixInfo(lam, perm)
         logits, t_mix = self.mixed_forward(model, x, targets, lam, perm)
