@@ -307,7 +307,7 @@ def test_feature_methods_train_and_same_seed_same_loss(name, arch):
 
 
 def test_alignmix_gradient_flows_through_features_not_plan():
-    model, (x, t) = small_model(), batch()
+    model, (x, _) = small_model(), batch()
     model.eval()
     method = mixlab.create("alignmix", num_classes=5, seed=1, p_input=0.0)
     fmap = model.forward_features(x).detach().requires_grad_(True)

@@ -5,7 +5,6 @@ finish in minutes on 2 CPU cores and say how they were scaled.
 """
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 
 from .registry import Registry

@@ -5,7 +5,6 @@ Input-space mixers draw (input, partner, mixed, soft label). A method may instea
 """
 from __future__ import annotations
 
-from .common import add_common
 
 
 def add_parser(sub) -> None:

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import torch
 
-from .common import predict, test_transform
+from .common import predict
 from .metrics import average_precision, mean_average_precision
 
 
