@@ -76,7 +76,9 @@ def test_bench_ot_compares_with_pot_on_mnist_pairs(data_root, capsys):
     pytest.importorskip("ot")
     assert main(["bench-ot", "--data-dir", str(data_root), "--pairs", "4", "--repeats", "2", "--steps", "0",
                  "--json"]) == 0
-    r = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["barycenter"]
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    r = out["barycenter"]
+    assert out["machine"]["torch_threads"] >= 1 and out["machine"]["cores"] >= 1
     assert r["pairs"] == 4 and len(r["pot_seconds_all"]) == len(r["ours_seconds_all"]) == 2
     assert r["l1_max"] < 1e-3 and 10 < r["iterations_mean"] < r["pot_iterations_mean"]
     assert 0 < r["pot_l1_mean"] <= r["pot_l1_max"] < 1e-2  # POT at its default stopThr is near, not at, convergence

@@ -145,8 +145,13 @@ def step_bench(steps: int, batch_size: int, device="cpu") -> dict:
 
 
 def run(args) -> int:
+    from ..reproduce import machine
+
     apply_threads(args)
-    out = {}
+    m = machine()
+    out = {"machine": m}
+    print(f"machine: {m['cpu']}, {m['cores']} cores, torch {m['torch']} with {m['torch_threads']} threads"
+          + (f", GPU {m['gpu']}" if m["gpu"] and args.device != "cpu" else ""))
     if not args.skip_barycenter:
         r = barycenter_bench(args.pairs, args.reg, args.tol, args.data_dir, args.device, args.relax, args.anderson,
                              args.precision, args.repeats)
