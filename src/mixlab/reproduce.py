@@ -229,13 +229,12 @@ def run_reproduction(name: str, out: str | Path = "mixlab-out", quick: bool = Fa
     locked = set()  # runs another process (sharing this --out) is training right now
     for i, rid in enumerate(todo, 1):
         config = jobs[rid]
-        result = run_unless_locked(make_trainer(config, out=out, data_dir=data_dir, progress=progress), log,
-                                   f"  [{i}/{len(todo)}] {config.protocol} {config.method} seed {config.seed}")
+        label = f"  [{i}/{len(todo)}] {config.protocol} {config.method} seed {config.seed}"
+        result = run_unless_locked(make_trainer(config, out=out, data_dir=data_dir, progress=progress), log, label)
         if result is None:
             locked.add(rid)
             continue
-        log(f"  [{i}/{len(todo)}] {config.protocol} {config.method} seed {config.seed}: test error "
-            f"{result['test_error']:.2f}% ({result['train_seconds']:.1f} s)")
+        log(f"{label}: test error {result['test_error']:.2f}% ({result['train_seconds']:.1f} s)")
     # evaluations the columns read, on every run of the column (skipped when stored)
     for t, rows in zip(rep.tables, grid):
         for r, cells in zip(t.rows, rows):
