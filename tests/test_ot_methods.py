@@ -8,7 +8,7 @@ import mixlab
 from mixlab.methods.alignmix import align
 from mixlab.methods.multimix import dirichlet_weights
 from mixlab.methods.opttransmix import barycenter_images, load_or_build_cache, sample_ratios
-from mixlab.ot import blur, convolutional_barycenter, sinkhorn
+from mixlab.ot import blur, convolutional_barycenter, native, sinkhorn
 
 
 def blob(cy, cx, size=28, sigma=1.5, dtype=torch.float64):
@@ -21,6 +21,14 @@ def digits_like(n, seed=0, size=16):
     g = torch.Generator().manual_seed(seed)
     x = torch.rand(n, size, size, generator=g, dtype=torch.float64) ** 4
     return x / x.sum((1, 2), keepdim=True)
+
+
+@pytest.fixture(params=["torch", "native"])
+def backend(request):
+    """Where the float32 iterations run (mixed precision on CPU): PyTorch, or the compiled kernel."""
+    if request.param == "native" and not native.available():
+        pytest.skip(f"the compiled barycenter kernel is not available here: {native.status()}")
+    return request.param
 
 
 # ------------------------------------------------------------------------------------ barycenter
@@ -45,9 +53,10 @@ def test_weight_one_gives_the_first_image_blurred_and_mass_is_preserved():
     assert bool((bar >= 0).all())
 
 
-def test_barycenter_of_translated_blobs_is_displaced_not_cross_faded():
+def test_barycenter_of_translated_blobs_is_displaced_not_cross_faded(backend):
     a, b = blob(14, 7), blob(14, 21)
-    bar = convolutional_barycenter(torch.stack([a, b])[None], torch.tensor([0.5, 0.5]), 0.004, tol=1e-9)[0]
+    bar = convolutional_barycenter(torch.stack([a, b])[None], torch.tensor([0.5, 0.5]), 0.004, tol=1e-9,
+                                   backend=backend)[0]
     cols = torch.arange(28, dtype=torch.float64)
     centre = float((bar.sum(0) * cols).sum())
     assert abs(centre - 14.0) < 0.05
@@ -55,27 +64,28 @@ def test_barycenter_of_translated_blobs_is_displaced_not_cross_faded():
     assert (int(peak // 28), int(peak % 28)) in [(14, 14), (14, 13), (14, 15)]
     assert float(bar[14, 7]) < 0.01 * float(bar.max()) and float(bar[14, 21]) < 0.01 * float(bar.max())
     # with weight 0.75 on the left blob, the mass sits a quarter of the way
-    bar = convolutional_barycenter(torch.stack([a, b])[None], torch.tensor([0.75, 0.25]), 0.004, tol=1e-9)[0]
+    bar = convolutional_barycenter(torch.stack([a, b])[None], torch.tensor([0.75, 0.25]), 0.004, tol=1e-9,
+                                   backend=backend)[0]
     assert abs(float((bar.sum(0) * cols).sum()) - 10.5) < 0.05
 
 
-def test_barycenter_matches_pot_and_is_per_pair_independent():
+def test_barycenter_matches_pot_and_is_per_pair_independent(backend):
     ot = pytest.importorskip("ot")
     import numpy as np
 
     a = digits_like(6, seed=2, size=12).reshape(3, 2, 12, 12)
     w = torch.tensor([[0.2, 0.8], [0.5, 0.5], [0.9, 0.1]], dtype=torch.float64)
-    ours = convolutional_barycenter(a.float(), w.float(), 0.01, tol=1e-7, max_iter=5000)
+    ours = convolutional_barycenter(a.float(), w.float(), 0.01, tol=1e-7, max_iter=5000, backend=backend)
     assert ours.dtype == torch.float32
     for i in range(3):
         ref = ot.bregman.convolutional_barycenter2d(a[i].numpy(), 0.01, w[i].numpy(), stopThr=1e-8,
                                                     numItermax=20000, warn=False)
         assert float((ours[i].double() - torch.from_numpy(np.asarray(ref))).abs().sum()) < 1e-4
-    alone = convolutional_barycenter(a[2:3].float(), w[2:3].float(), 0.01, tol=1e-7, max_iter=5000)
+    alone = convolutional_barycenter(a[2:3].float(), w[2:3].float(), 0.01, tol=1e-7, max_iter=5000, backend=backend)
     torch.testing.assert_close(alone[0], ours[2], atol=1e-6, rtol=0)
 
 
-def test_barycenter_of_sparse_images_matches_pot():
+def test_barycenter_of_sparse_images_matches_pot(backend):
     """Images empty outside boxes of different places and sizes: the solver works in a box per image (exact).
 
     Against POT's log-domain solver: its default one underflows on these images (L1 errors up to 1.2)."""
@@ -89,7 +99,7 @@ def test_barycenter_of_sparse_images_matches_pot():
         a[i, r:r + h, c:c + w] = full[i, r:r + h, c:c + w]
     a = (a / a.sum((1, 2), keepdim=True)).reshape(3, 2, 20, 20)
     w = torch.tensor([[0.3, 0.7], [0.5, 0.5], [0.8, 0.2]], dtype=torch.float64)
-    ours = convolutional_barycenter(a, w, 0.004, tol=1e-8, max_iter=5000)
+    ours = convolutional_barycenter(a, w, 0.004, tol=1e-8, max_iter=5000, backend=backend)
     for i in range(3):
         ref = ot.bregman.convolutional_barycenter2d(a[i].numpy(), 0.004, w[i].numpy(), method="sinkhorn_log",
                                                     stopThr=1e-10, numItermax=50000, warn=False)
@@ -111,12 +121,12 @@ def test_acceleration_keeps_the_fixed_point_and_saves_iterations():
         convolutional_barycenter(a, w, 0.004, relax=2.0)
 
 
-def test_mixed_precision_finishes_in_exact_arithmetic():
+def test_mixed_precision_finishes_in_exact_arithmetic(backend):
     """reg = 0.004 needs float64: mixed precision iterates in float32, then the float64 kernel must meet tol."""
     a = digits_like(12, seed=4, size=28).reshape(6, 2, 28, 28).float()
     w = torch.tensor([[0.1, 0.9], [0.3, 0.7], [0.5, 0.5], [0.6, 0.4], [0.8, 0.2], [0.9, 0.1]])
     for tol in (1e-4, 1e-8):  # at 1e-8 the float32 iterations stall and hand over to float64
-        mixed, info = convolutional_barycenter(a, w, 0.004, tol=tol, log=True)
+        mixed, info = convolutional_barycenter(a, w, 0.004, tol=tol, log=True, backend=backend)
         # float32 weights are renormalised in float64 for the exact phase; without that it stalled near 2e-8
         assert int(info["niter"].max()) < 300
         exact, info_x = convolutional_barycenter(a, w, 0.004, tol=tol, precision="exact", log=True)
@@ -127,14 +137,15 @@ def test_mixed_precision_finishes_in_exact_arithmetic():
         assert float((mixed - exact).abs().sum((1, 2)).max()) < 20 * tol
 
 
-def test_barycenter_weights_are_normalised_and_order_free():
+def test_barycenter_weights_are_normalised_and_order_free(backend):
     a = digits_like(6, seed=5, size=12).reshape(2, 3, 12, 12)
     w = torch.tensor([[0.2, 0.5, 0.3], [0.6, 0.1, 0.3]], dtype=torch.float64)
-    ref = convolutional_barycenter(a, w, 0.01, tol=1e-9)
+    ref = convolutional_barycenter(a, w, 0.01, tol=1e-9, backend=backend)
     perm = torch.tensor([2, 0, 1])
-    torch.testing.assert_close(convolutional_barycenter(a[:, perm], w[:, perm], 0.01, tol=1e-9), ref,
-                               atol=1e-7, rtol=0)
-    torch.testing.assert_close(convolutional_barycenter(a, 3 * w, 0.01, tol=1e-9), ref, atol=1e-7, rtol=0)
+    torch.testing.assert_close(convolutional_barycenter(a[:, perm], w[:, perm], 0.01, tol=1e-9, backend=backend),
+                               ref, atol=1e-7, rtol=0)
+    torch.testing.assert_close(convolutional_barycenter(a, 3 * w, 0.01, tol=1e-9, backend=backend), ref, atol=1e-7,
+                               rtol=0)
     with pytest.raises(ValueError, match="non-negative"):
         convolutional_barycenter(a, torch.tensor([0.5, 0.7, -0.2]), 0.01)
 
@@ -152,6 +163,60 @@ def test_barycenter_half_precision_and_bad_input():
                          (a.index_fill(1, torch.tensor([0]), 0.0), "no mass")):
         with pytest.raises(ValueError, match=message):
             convolutional_barycenter(bad, w, 0.01)
+
+
+def test_native_and_torch_iterations_agree_and_threads_do_not_change_results():
+    """The compiled float32 kernel runs the same iteration as PyTorch (one group at a time, checked every
+    iteration): same barycenters up to the tolerance, the exact phase still has the last word (err < tol), and
+    splitting the groups over threads changes nothing, bit for bit."""
+    if not native.available():
+        pytest.skip(f"the compiled barycenter kernel is not available here: {native.status()}")
+    g = torch.Generator().manual_seed(7)
+    a = digits_like(24, seed=6, size=28).float()
+    for k in (2, 3):
+        images = a[: 8 * k].reshape(8, k, 28, 28)
+        w = torch.rand(8, k, generator=g) + 0.05
+        out = {}
+        for backend in ("torch", "native"):
+            bar, info = convolutional_barycenter(images, w, 0.004, tol=1e-6, log=True, backend=backend)
+            assert bool((info["err"] < 1e-6).all())
+            assert bool((info["niter_exact"] <= 3).all()), "the float32 start should leave little to the exact phase"
+            out[backend] = bar, info
+        l1 = (out["native"][0] - out["torch"][0]).abs().sum((1, 2))
+        assert float(l1.max()) < 1e-5
+        # the same warm start as PyTorch's, give or take the iteration the checks land on
+        n_native, n_torch = out["native"][1]["niter"], out["torch"][1]["niter"]
+        assert int((n_native - n_torch).abs().max()) <= 3
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = convolutional_barycenter(images, w, 0.004, backend="native")
+        torch.set_num_threads(2)
+        two = convolutional_barycenter(images, w, 0.004, backend="native")
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(one, two)
+
+
+def test_native_kernel_falls_back_and_says_why(monkeypatch, tmp_path):
+    """Disabled, or no compiler that works: ``auto`` runs the PyTorch iteration, ``native`` says why it cannot."""
+    a = digits_like(4, seed=8, size=12).reshape(2, 2, 12, 12)
+    w = torch.tensor([0.3, 0.7])
+    ref = convolutional_barycenter(a, w, 0.004, tol=1e-8, backend="torch")
+    monkeypatch.setenv("MIXLAB_CACHE_DIR", str(tmp_path))
+    try:
+        for env, value, reason in (("MIXLAB_NATIVE", "0", "disabled"), ("CC", "false", "compiling the kernel failed")):
+            monkeypatch.setenv(env, value)
+            native.reset()
+            assert not native.available() and reason in native.status()
+            torch.testing.assert_close(convolutional_barycenter(a, w, 0.004, tol=1e-8), ref, atol=0, rtol=0)
+            with pytest.raises(RuntimeError, match=reason):
+                convolutional_barycenter(a, w, 0.004, backend="native")
+            monkeypatch.delenv(env)
+    finally:
+        native.reset()  # the next use loads the kernel from the usual cache again
+    with pytest.raises(ValueError, match="backend"):
+        convolutional_barycenter(a, w, 0.004, backend="numba")
 
 
 # -------------------------------------------------------------------------------------- sinkhorn

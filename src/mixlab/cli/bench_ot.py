@@ -5,6 +5,8 @@
    distance of ours to POT run to convergence (stopThr 1e-7); speed: POT looped at its default stopThr (1e-4)
    over ours, the ratio of the medians of ``--repeats`` runs of each, interleaved (POT takes about 1.8 s a run;
    each timed run of ours follows an untimed one, as in a loop over batches). POT is a benchmark dependency only.
+   ``--backend``: where our float32 iterations run (see ``mixlab.ot.native``); when that is the compiled kernel,
+   the PyTorch iteration is timed in the same runs too and reported beside it.
 2. Step time (forward + backward + SGD step) on PreActResNet-18, batch 128, 32x32 inputs: ERM, AlignMixup and
    MultiMix (n = 1000), interleaved, median of ``--steps`` steps each; ratios against ERM.
 """
@@ -24,6 +26,9 @@ def add_parser(sub) -> None:
     p.add_argument("--anderson", type=int, default=5, help="our solver's Anderson history (0: none)")
     p.add_argument("--precision", choices=["mixed", "exact"], default="mixed",
                    help="our solver: float32 iterations finished in exact arithmetic, or exact throughout")
+    p.add_argument("--backend", choices=["auto", "native", "torch"], default="auto",
+                   help="where our float32 iterations run on a CPU: the compiled kernel (auto: when available) or "
+                        "PyTorch; with the compiled kernel the PyTorch iteration is timed too")
     p.add_argument("--repeats", type=int, default=3, help="timed runs of our solver (median)")
     p.add_argument("--steps", type=int, default=3, help="timed training steps per method (0: skip part 2)")
     p.add_argument("--batch-size", type=int, default=128)
@@ -34,7 +39,7 @@ def add_parser(sub) -> None:
 
 
 def barycenter_bench(pairs: int, reg: float, tol: float, data_dir=None, device="cpu", relax: float = 1.5,
-                     anderson: int = 5, precision: str = "mixed", repeats: int = 3) -> dict:
+                     anderson: int = 5, precision: str = "mixed", repeats: int = 3, backend: str = "auto") -> dict:
     import statistics
 
     import numpy as np
@@ -45,7 +50,7 @@ def barycenter_bench(pairs: int, reg: float, tol: float, data_dir=None, device="
     except ImportError as error:  # pragma: no cover
         raise RuntimeError("bench-ot needs POT for the comparison: pip install pot") from error
     from ..data import load_dataset
-    from ..ot import convolutional_barycenter
+    from ..ot import convolutional_barycenter, native
 
     data = load_dataset("mnist", "test", data_dir)
     x = data.x[: 2 * pairs, 0].double() / 255.0
@@ -56,19 +61,25 @@ def barycenter_bench(pairs: int, reg: float, tol: float, data_dir=None, device="
     an, wn = a.numpy(), w.numpy()
 
     dev = torch.device(device)
-    solver = dict(tol=tol, relax=relax, anderson=anderson, precision=precision)
+    if backend == "auto":  # what auto resolves to, named in the results
+        backend = "native" if dev.type == "cpu" and precision == "mixed" and native.available() else "torch"
+    backends = [backend] + (["torch"] if backend == "native" else [])  # the PyTorch iteration timed alongside
     ot.bregman.convolutional_barycenter2d(an[0], reg, wn[0], warn=False)  # warm-up (ours: in the loop)
-    times, pot_times = [], []
+    times, pot_times = {b: [] for b in backends}, []
+    results = {}
     for _ in range(max(1, repeats)):  # interleaved, so both see the same load on the machine
-        # an untimed run first: after POT's seconds on one thread, PyTorch's worker threads have gone to sleep and
-        # the caches hold POT's data; a loop over batches (cache building, training) runs warm
-        convolutional_barycenter(a.float().to(dev), w.float().to(dev), reg, **solver)
-        if dev.type == "cuda":
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        ours, info = convolutional_barycenter(a.float().to(dev), w.float().to(dev), reg, log=True, **solver)
-        ours = ours.cpu()
-        times.append(time.perf_counter() - t0)
+        for b in backends:
+            solver = dict(tol=tol, relax=relax, anderson=anderson, precision=precision, backend=b)
+            # an untimed run first: after POT's seconds on one thread, PyTorch's worker threads have gone to sleep
+            # and the caches hold POT's data; a loop over batches (cache building, training) runs warm
+            convolutional_barycenter(a.float().to(dev), w.float().to(dev), reg, **solver)
+            if dev.type == "cuda":
+                torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            bar, info = convolutional_barycenter(a.float().to(dev), w.float().to(dev), reg, log=True, **solver)
+            bar = bar.cpu()
+            times[b].append(time.perf_counter() - t0)
+            results[b] = bar, info
         t0 = time.perf_counter()
         pot_iters, pot = 0, []
         for i in range(pairs):
@@ -76,21 +87,31 @@ def barycenter_bench(pairs: int, reg: float, tol: float, data_dir=None, device="
             pot.append(bar)
             pot_iters += pot_log["niter"]
         pot_times.append(time.perf_counter() - t0)
-    t_ours, t_pot = statistics.median(times), statistics.median(pot_times)
+    t_pot = statistics.median(pot_times)
+    ours, info = results[backend]
+    t_ours = statistics.median(times[backend])
     ref = np.stack([ot.bregman.convolutional_barycenter2d(an[i], reg, wn[i], stopThr=1e-7, numItermax=20000,
                                                           warn=False) for i in range(pairs)])
     l1 = (ours.double() - torch.from_numpy(ref)).abs().sum((1, 2))
     pot_l1 = np.abs(np.stack(pot) - ref).sum((1, 2))  # how far POT's own timed result is: the accuracy we are timed at
     iters = float(info["niter"].sum())
-    return {"pairs": pairs, "reg": reg, "tol": tol, "ours_seconds": t_ours, "pot_seconds": t_pot,
+    extra = {}
+    if backend == "native":
+        t_torch = statistics.median(times["torch"])
+        l1_torch = (results["torch"][0].double() - torch.from_numpy(ref)).abs().sum((1, 2))
+        extra = {"torch_backend_seconds": t_torch, "torch_backend_speedup": t_pot / t_torch,
+                 "torch_backend_l1_max": float(l1_torch.max()), "torch_backend_seconds_all": times["torch"],
+                 "torch_backend_iterations_mean": float(results["torch"][1]["niter"].float().mean())}
+    return {"pairs": pairs, "reg": reg, "tol": tol, "backend": backend, "ours_seconds": t_ours, "pot_seconds": t_pot,
             "speedup": t_pot / t_ours, "l1_max": float(l1.max()), "l1_mean": float(l1.mean()),
             "pot_l1_max": float(pot_l1.max()), "pot_l1_mean": float(pot_l1.mean()),
             "iterations_mean": float(info["niter"].float().mean()), "iterations_max": int(info["niter"].max()),
             "pot_iterations_mean": pot_iters / pairs, "relax": relax, "anderson": anderson, "precision": precision,
-            "repeats": len(times), "ours_seconds_all": times, "pot_seconds_all": pot_times,
-            "speedup_per_repeat": [p / o for p, o in zip(pot_times, times)],
+            "repeats": len(pot_times), "ours_seconds_all": times[backend], "pot_seconds_all": pot_times,
+            "speedup_per_repeat": [p / o for p, o in zip(pot_times, times[backend])],
             "iterations_exact_mean": float(info["niter_exact"].float().mean()),
-            "ours_us_per_pair_iteration": 1e6 * t_ours / iters, "pot_us_per_iteration": 1e6 * t_pot / pot_iters}
+            "ours_us_per_pair_iteration": 1e6 * t_ours / iters, "pot_us_per_iteration": 1e6 * t_pot / pot_iters,
+            **extra}
 
 
 def step_bench(steps: int, batch_size: int, device="cpu") -> dict:
@@ -154,11 +175,12 @@ def run(args) -> int:
           + (f", GPU {m['gpu']}" if m["gpu"] and args.device != "cpu" else ""))
     if not args.skip_barycenter:
         r = barycenter_bench(args.pairs, args.reg, args.tol, args.data_dir, args.device, args.relax, args.anderson,
-                             args.precision, args.repeats)
+                             args.precision, args.repeats, args.backend)
         out["barycenter"] = r
         print(f"barycenters of {r['pairs']} pairs of 28x28 digits, reg={r['reg']}:")
+        where = {"native": "float32 iterations in the compiled kernel", "torch": "PyTorch iterations"}[r["backend"]]
         print(f"  ours (batched, log domain, tol {r['tol']}, Anderson m={r['anderson']}, relax {r['relax']}, "
-              f"{r['precision']} precision): {r['ours_seconds']:.3f} s, median of {r['repeats']} "
+              f"{r['precision']} precision, {where}): {r['ours_seconds']:.3f} s, median of {r['repeats']} "
               f"({r['iterations_mean']:.1f} iterations per pair on average, {r['iterations_exact_mean']:.1f} of them "
               f"in exact arithmetic, {r['iterations_max']} max; "
               f"{r['ours_us_per_pair_iteration']:.1f} us per pair-iteration)")
@@ -170,6 +192,10 @@ def run(args) -> int:
               f"{max(per):.1f}x)  (goal >= 50x)")
         print(f"  L1 to POT at stopThr 1e-7: max {r['l1_max']:.2e}, mean {r['l1_mean']:.2e}  (limit 1e-3); "
               f"POT's timed results: max {r['pot_l1_max']:.2e}, mean {r['pot_l1_mean']:.2e}")
+        if "torch_backend_seconds" in r:
+            print(f"  ours with the PyTorch iteration (--backend torch), same runs: {r['torch_backend_seconds']:.3f} s, "
+                  f"{r['torch_backend_speedup']:.1f}x POT ({r['torch_backend_iterations_mean']:.1f} iterations per "
+                  f"pair; L1 max {r['torch_backend_l1_max']:.2e})")
     if args.steps > 0:
         s = step_bench(args.steps, args.batch_size, args.device)
         out["step_time"] = s

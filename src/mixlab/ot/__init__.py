@@ -2,6 +2,7 @@
 
 * :func:`convolutional_barycenter`: entropic Wasserstein barycenters of images on a grid (Solomon et al. 2015),
   the solver behind OptTransMix. ``reg`` means what it means in POT's ``ot.bregman.convolutional_barycenter2d``.
+  On a CPU its float32 iterations run in a kernel compiled on first use (:mod:`mixlab.ot.native`) when they can.
 * :func:`sinkhorn`: entropic transport plans between point clouds (Cuturi 2013), the aligner of AlignMixup.
 """
 from .barycenter import blur, convolutional_barycenter
