@@ -203,7 +203,7 @@ def test_native_kernel_falls_back_and_says_why(monkeypatch, tmp_path):
     a = digits_like(4, seed=8, size=12).reshape(2, 2, 12, 12)
     w = torch.tensor([0.3, 0.7])
     ref = convolutional_barycenter(a, w, 0.004, tol=1e-8, backend="torch")
-    monkeypatch.setenv("MIXLAB_CACHE_DIR", str(tmp_path))
+    monkeypatch.setenv("MIXLAB_KERNEL_DIR", str(tmp_path))
     try:
         for env, value, reason in (("MIXLAB_NATIVE", "0", "disabled"), ("CC", "false", "compiling the kernel failed")):
             monkeypatch.setenv(env, value)

@@ -393,6 +393,7 @@ def convolutional_barycenter(images: Tensor, weights: Tensor, reg: float, max_it
             the k plans' barycenter-side marginals). A group that meets it stops (its result is what it would be
             if solved alone) and later leaves the batch, so the cost follows the iterations each group needs.
         check_every: iterations between convergence checks; each check is one host sync (none in between).
+            The compiled float32 kernel (``backend``) checks every iteration: there is no sync to save there.
         kernel: ``auto`` (default), ``image``, ``axis`` or ``exact``: how the exact log-domain kernel is applied
             (see the module docstring); all give the same result up to rounding.
         anderson: history length ``m`` of Anderson mixing (default 5; ``0``: the plain, over-relaxed iteration).

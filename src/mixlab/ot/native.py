@@ -4,8 +4,9 @@ PyTorch runs the batched iteration as about 75 operations, each streaming the wh
 CPU that, not arithmetic, is most of a solve. ``_barycenter_f32.c`` does the same iteration one group at a time,
 in the core's cache. It is plain C (no Python or PyTorch headers): compiled on first use with the system's C
 compiler (``$CC``, else ``cc``, ``gcc`` or ``clang``) for this machine's CPU, in about 2 s, cached in
-``$MIXLAB_CACHE_DIR`` (default ``~/.cache/mixlab``) under a name that hashes the source, the flags and the CPU,
-and called through :mod:`ctypes` from up to ``torch.get_num_threads()`` threads (ctypes releases the GIL).
+``$MIXLAB_KERNEL_DIR`` (default ``~/.cache/mixlab/kernels``) under a name that hashes the source, the flags
+and the CPU, and called through :mod:`ctypes` from up to ``torch.get_num_threads()`` threads (ctypes releases
+the GIL).
 
 Where no compiler works, or with ``MIXLAB_NATIVE=0``, the solver runs its PyTorch iteration instead (same
 result up to rounding; :func:`status` says why). Only the starting point comes from here: the exact iterations
@@ -32,11 +33,11 @@ MAX_K, MAX_HISTORY = 16, 8  # as in the C source
 
 _lock = threading.Lock()
 _state: dict = {}  # "fn": the loaded function, or "reason": why there is none
-_pool: ThreadPoolExecutor | None = None
+_pool: tuple[int, ThreadPoolExecutor] | None = None  # (the process it was made in, the pool)
 
 
 def _cache_dir() -> Path:
-    return Path(os.environ.get("MIXLAB_CACHE_DIR") or Path.home() / ".cache" / "mixlab")
+    return Path(os.environ.get("MIXLAB_KERNEL_DIR") or Path.home() / ".cache" / "mixlab" / "kernels")
 
 
 def _compilers() -> list[str]:
@@ -175,10 +176,10 @@ def warm_start(a: Tensor, w: Tensor, boxes, k_h: Tensor, k_w: Tensor, floor_at: 
     if threads == 1:
         codes = [fn(*args)]
     else:
-        with _lock:
-            if _pool is None or _pool._max_workers < threads:
-                _pool = ThreadPoolExecutor(max(threads, 2), thread_name_prefix="mixlab-ot")
-            pool = _pool
+        with _lock:  # a pool made before a fork has no threads in the child: make another there
+            if _pool is None or _pool[0] != os.getpid() or _pool[1]._max_workers < threads:
+                _pool = (os.getpid(), ThreadPoolExecutor(max(threads, 2), thread_name_prefix="mixlab-ot"))
+            pool = _pool[1]
         codes = list(pool.map(lambda _: fn(*args), range(threads)))  # the threads share the groups (counter)
     if any(codes):
         raise MemoryError("the compiled barycenter kernel could not allocate its work buffers")
