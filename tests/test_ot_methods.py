@@ -127,6 +127,7 @@ def test_mixed_precision_finishes_in_exact_arithmetic(backend):
     w = torch.tensor([[0.1, 0.9], [0.3, 0.7], [0.5, 0.5], [0.6, 0.4], [0.8, 0.2], [0.9, 0.1]])
     for tol in (1e-4, 1e-8):  # at 1e-8 the float32 iterations stall and hand over to float64
         mixed, info = convolutional_barycenter(a, w, 0.004, tol=tol, log=True, backend=backend)
+        assert info["backend"] == backend
         # float32 weights are renormalised in float64 for the exact phase; without that it stalled near 2e-8
         assert int(info["niter"].max()) < 300
         exact, info_x = convolutional_barycenter(a, w, 0.004, tol=tol, precision="exact", log=True)
@@ -209,7 +210,9 @@ def test_native_kernel_falls_back_and_says_why(monkeypatch, tmp_path):
             monkeypatch.setenv(env, value)
             native.reset()
             assert not native.available() and reason in native.status()
-            torch.testing.assert_close(convolutional_barycenter(a, w, 0.004, tol=1e-8), ref, atol=0, rtol=0)
+            bar, info = convolutional_barycenter(a, w, 0.004, tol=1e-8, log=True)
+            torch.testing.assert_close(bar, ref, atol=0, rtol=0)
+            assert info["backend"] == "torch"
             with pytest.raises(RuntimeError, match=reason):
                 convolutional_barycenter(a, w, 0.004, backend="native")
             monkeypatch.delenv(env)
@@ -217,6 +220,9 @@ def test_native_kernel_falls_back_and_says_why(monkeypatch, tmp_path):
         native.reset()  # the next use loads the kernel from the usual cache again
     with pytest.raises(ValueError, match="backend"):
         convolutional_barycenter(a, w, 0.004, backend="numba")
+    # no float32 phase to hand over: reg large enough for an exact float32 kernel, or precision="exact"
+    assert convolutional_barycenter(a.float(), w, 0.05, log=True)[1]["backend"] == "torch"
+    assert convolutional_barycenter(a, w, 0.004, precision="exact", log=True)[1]["backend"] == "torch"
 
 
 # -------------------------------------------------------------------------------------- sinkhorn

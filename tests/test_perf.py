@@ -83,3 +83,7 @@ def test_bench_ot_compares_with_pot_on_mnist_pairs(data_root, capsys):
     assert r["l1_max"] < 1e-3 and 10 < r["iterations_mean"] < r["pot_iterations_mean"]
     assert 0 < r["pot_l1_mean"] <= r["pot_l1_max"] < 1e-2  # POT at its default stopThr is near, not at, convergence
     assert r["iterations_exact_mean"] >= 1 and r["speedup"] > 0
+    from mixlab.ot import native
+    assert r["backend"] == ("native" if native.available() else "torch")
+    if r["backend"] == "native":  # the PyTorch iteration timed in the same runs, as accurate
+        assert len(r["torch_backend_seconds_all"]) == 2 and r["torch_backend_l1_max"] < 1e-3

@@ -50,7 +50,7 @@ def barycenter_bench(pairs: int, reg: float, tol: float, data_dir=None, device="
     except ImportError as error:  # pragma: no cover
         raise RuntimeError("bench-ot needs POT for the comparison: pip install pot") from error
     from ..data import load_dataset
-    from ..ot import convolutional_barycenter, native
+    from ..ot import convolutional_barycenter
 
     data = load_dataset("mnist", "test", data_dir)
     x = data.x[: 2 * pairs, 0].double() / 255.0
@@ -61,8 +61,9 @@ def barycenter_bench(pairs: int, reg: float, tol: float, data_dir=None, device="
     an, wn = a.numpy(), w.numpy()
 
     dev = torch.device(device)
-    if backend == "auto":  # what auto resolves to, named in the results
-        backend = "native" if dev.type == "cpu" and precision == "mixed" and native.available() else "torch"
+    # what the backend resolves to for these inputs (auto: the compiled kernel where it applies), named in the results
+    backend = convolutional_barycenter(a[:1].float().to(dev), w[:1].float().to(dev), reg, tol=tol, precision=precision,
+                                       backend=backend, log=True)[1]["backend"]
     backends = [backend] + (["torch"] if backend == "native" else [])  # the PyTorch iteration timed alongside
     ot.bregman.convolutional_barycenter2d(an[0], reg, wn[0], warn=False)  # warm-up (ours: in the loop)
     times, pot_times = {b: [] for b in backends}, []

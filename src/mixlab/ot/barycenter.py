@@ -410,7 +410,7 @@ def convolutional_barycenter(images: Tensor, weights: Tensor, reg: float, max_it
             exact iterations that finish the solve run in PyTorch either way; on a GPU everything does, and so
             does a solve without float32 phase (``precision="exact"``, or ``reg`` large enough for float32).
         log: also return ``{"niter": (B,) iterations, "niter_exact": (B,) of them with the exact kernel,
-            "err": (B,) last criterion}``.
+            "err": (B,) last criterion, "backend": "native" or "torch", where the float32 iterations ran}``.
     Returns:
         ``(B, H, W)`` barycenters of unit mass, in the input dtype (computed in float32 for half precision, and
         finished in float64 where ``reg`` is too small for float32).
@@ -427,8 +427,8 @@ def convolutional_barycenter(images: Tensor, weights: Tensor, reg: float, max_it
         raise ValueError(f"precision must be 'mixed' or 'exact', got {precision!r}")
     if backend not in ("auto", "native", "torch"):
         raise ValueError(f"backend must be 'auto', 'native' or 'torch', got {backend!r}")
-    if not (isinstance(max_iter, int) and max_iter >= 1):
-        raise ValueError(f"max_iter must be a positive integer, got {max_iter!r}")
+    if not max_iter >= 1:
+        raise ValueError(f"max_iter must be at least 1, got {max_iter!r}")
     b, k, h, w = images.shape
     weights = torch.as_tensor(weights, device=images.device)
     if weights.dim() == 1:
@@ -461,7 +461,8 @@ def convolutional_barycenter(images: Tensor, weights: Tensor, reg: float, max_it
         fast = _LogKernel(h, w, reg, images.device, torch.float32, "image", floor=True)
         # below ~1e-6 the float32 criterion is rounding noise: aim there, the exact kernel does the rest
         fast_tol = max(tol, _FLOAT32_TOL)
-        if _use_native(backend, images, k, anderson):
+        ran_native = _use_native(backend, images, k, anderson)
+        if ran_native:
             ws = weights.float()
             ws = ws / ws.sum(1, keepdim=True)
             g, n_fast, _ = native.warm_start(images, ws, boxes, fast.k_h, fast.k_w, fast.floor_at, fast_tol,
@@ -471,10 +472,11 @@ def convolutional_barycenter(images: Tensor, weights: Tensor, reg: float, max_it
                                        first_check=check_every, patience=5, boxes=boxes, want_bar=False)
         first = 1  # the float32 potentials may already meet tol exactly: check at once
     else:
-        first = check_every
+        first, ran_native = check_every, False
     log_bar, _, n_exact, err = _iterate(exact, images, weights, g, tol, max_iter, check_every, anderson, relax,
                                         first_check=first, boxes=boxes, want_g=False)
     out = torch.exp(log_bar).to(images.dtype)
     if log:
-        return out, {"niter": n_fast + n_exact, "niter_exact": n_exact, "err": err}
+        return out, {"niter": n_fast + n_exact, "niter_exact": n_exact, "err": err,
+                     "backend": "native" if ran_native else "torch"}
     return out

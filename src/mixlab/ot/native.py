@@ -33,7 +33,7 @@ MAX_K, MAX_HISTORY = 16, 8  # as in the C source
 
 _lock = threading.Lock()
 _state: dict = {}  # "fn": the loaded function, or "reason": why there is none
-_pool: tuple[int, ThreadPoolExecutor] | None = None  # (the process it was made in, the pool)
+_pool: tuple[int, int, ThreadPoolExecutor] | None = None  # (the process it was made in, its threads, the pool)
 
 
 def _cache_dir() -> Path:
@@ -177,9 +177,9 @@ def warm_start(a: Tensor, w: Tensor, boxes, k_h: Tensor, k_w: Tensor, floor_at: 
         codes = [fn(*args)]
     else:
         with _lock:  # a pool made before a fork has no threads in the child: make another there
-            if _pool is None or _pool[0] != os.getpid() or _pool[1]._max_workers < threads:
-                _pool = (os.getpid(), ThreadPoolExecutor(max(threads, 2), thread_name_prefix="mixlab-ot"))
-            pool = _pool[1]
+            if _pool is None or _pool[0] != os.getpid() or _pool[1] < threads:
+                _pool = (os.getpid(), threads, ThreadPoolExecutor(threads, thread_name_prefix="mixlab-ot"))
+            pool = _pool[2]
         codes = list(pool.map(lambda _: fn(*args), range(threads)))  # the threads share the groups (counter)
     if any(codes):
         raise MemoryError("the compiled barycenter kernel could not allocate its work buffers")
