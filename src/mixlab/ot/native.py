@@ -72,7 +72,11 @@ def _build() -> Path:
     source = SOURCE.read_bytes()
     errors = []
     for cc in compilers:
-        version = subprocess.run([cc, "--version"], capture_output=True, text=True).stdout
+        try:
+            version = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=30).stdout
+        except (OSError, subprocess.SubprocessError) as error:
+            errors.append(f"{cc}: {error}")
+            continue
         for flags, libs in _flag_sets():
             key = hashlib.sha256(b"\0".join([source, " ".join(flags + libs).encode(), version.encode(),
                                              _cpu_id().encode()])).hexdigest()[:16]
@@ -116,8 +120,8 @@ def _load():
                                                            ctypes.c_float, ptr]
                     fn.restype = ctypes.c_int
                     _state["fn"] = fn
-                except (RuntimeError, OSError, AttributeError) as error:
-                    _state["reason"] = str(error)
+                except Exception as error:  # whatever went wrong, the PyTorch iteration runs: say why
+                    _state["reason"] = f"{type(error).__name__}: {error}"
         return _state.get("fn")
 
 
