@@ -124,7 +124,7 @@ static int solve(int n, double *A, double *b) {
  * a_box (n, k, hb, wbp): the images cut to their boxes, wbp = wb rounded up to 8, zero-padded.
  * kh (H, H), kw (W, W): the Gibbs kernel per axis (symmetric). wts (n, k): weights summing to one, largest last.
  * Outputs: g (n, k, H, W) potentials where each group stopped, niter (n,), err (n,) the last criterion.
- * Returns 0, or 1 when memory runs out. */
+ * Returns 0; 1 when memory runs out; 2 for arguments out of range (k, anderson, check_every). */
 int mixlab_barycenter_f32(i64 n, i64 k, i64 H, i64 W, i64 hb, i64 wb, const float *a_box, const i64 *r0,
                           const i64 *c0, const float *kh, const float *kw, const float *wts, float *g_out,
                           i64 *niter_out, float *err_out, double tol, i64 max_iter, i64 check_every,

@@ -185,6 +185,8 @@ def warm_start(a: Tensor, w: Tensor, boxes, k_h: Tensor, k_w: Tensor, floor_at: 
                 _pool = (os.getpid(), threads, ThreadPoolExecutor(threads, thread_name_prefix="mixlab-ot"))
             pool = _pool[2]
         codes = list(pool.map(lambda _: fn(*args), range(threads)))  # the threads share the groups (counter)
-    if any(codes):
+    if 1 in codes:
         raise MemoryError("the compiled barycenter kernel could not allocate its work buffers")
+    if any(codes):
+        raise RuntimeError(f"the compiled barycenter kernel refused its arguments (codes {codes})")
     return g, niter, err
