@@ -23,11 +23,16 @@ def digits_like(n, seed=0, size=16):
     return x / x.sum((1, 2), keepdim=True)
 
 
+def require_native():
+    if not native.available():
+        pytest.skip(f"the compiled barycenter kernel is not available here: {native.status()}")
+
+
 @pytest.fixture(params=["torch", "native"])
 def backend(request):
     """Where the float32 iterations run (mixed precision on CPU): PyTorch, or the compiled kernel."""
-    if request.param == "native" and not native.available():
-        pytest.skip(f"the compiled barycenter kernel is not available here: {native.status()}")
+    if request.param == "native":
+        require_native()
     return request.param
 
 
@@ -170,8 +175,7 @@ def test_native_and_torch_iterations_agree_and_threads_do_not_change_results():
     """The compiled float32 kernel runs the same iteration as PyTorch (one group at a time, checked every
     iteration): same barycenters up to the tolerance, the exact phase still has the last word (err < tol), and
     splitting the groups over threads changes nothing, bit for bit."""
-    if not native.available():
-        pytest.skip(f"the compiled barycenter kernel is not available here: {native.status()}")
+    require_native()
     g = torch.Generator().manual_seed(7)
     a = digits_like(24, seed=6, size=28).float()
     for k in (2, 3):

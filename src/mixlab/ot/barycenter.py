@@ -76,6 +76,23 @@ def _boxes(a: Tensor) -> tuple[Tensor, Tensor, int, int]:
     return corner[0].clamp(max=h - hb), corner[1].clamp(max=w - wb), hb, wb
 
 
+def _cut_to_boxes(a: Tensor, boxes) -> tuple[Tensor, Tensor, Tensor]:
+    """Images ``(B, k, H, W)`` cut to their boxes (from :func:`_boxes`): ``(B, k, hb, wb)``, with the grid's row
+    ``(B, k, hb)`` and column ``(B, k, wb)`` indices of each box."""
+    b, k, h, w = a.shape
+    r0, c0, hb, wb = boxes
+    rows = r0[..., None] + torch.arange(hb, device=a.device)
+    cols = c0[..., None] + torch.arange(wb, device=a.device)
+    image = torch.arange(b * k, device=a.device).view(b, k, 1, 1)
+    return a.take((image * h + rows[..., None]) * w + cols[..., None, :]), rows, cols
+
+
+def _unit_rows(w: Tensor, dtype) -> Tensor:
+    """Weights ``(B, k)`` in ``dtype``, each row summing to one in that dtype (the iteration relies on it)."""
+    w = w.to(dtype)
+    return w / w.sum(1, keepdim=True)
+
+
 class _LogKernel:
     """``X -> log K(exp X)`` over the last two axes, for the separable Gibbs kernel of an ``H x W`` grid.
 
@@ -149,11 +166,8 @@ class _LogKernel:
         b, k, h, w = a.shape
         if boxes is None or boxes[2] * boxes[3] > 0.8 * h * w:  # nothing to gain: one shared kernel, no copies
             return (a,)
-        r0, c0, hb, wb = boxes
-        rows = r0[..., None] + torch.arange(hb, device=a.device)          # (B, k, hb)
-        cols = c0[..., None] + torch.arange(wb, device=a.device)          # (B, k, wb)
-        image = torch.arange(b * k, device=a.device).view(b, k, 1, 1)
-        a_box = a.take((image * h + rows[..., None]) * w + cols[..., None, :])  # (B, k, hb, wb)
+        a_box, rows, cols = _cut_to_boxes(a, boxes)
+        hb, wb = a_box.shape[-2:]
         k_rows = self.k_h.index_select(0, rows.flatten()).view(b, k, hb, h)
         k_cols = self.k_w.index_select(0, cols.flatten()).view(b, k, wb, w)
         return a_box, k_rows, k_cols
@@ -287,8 +301,7 @@ def _iterate(lk: _LogKernel, a: Tensor, w: Tensor, g: Tensor, tol: float, max_it
     b, k, h, wd = a.shape
     dev, dt = a.device, lk.dtype
     prep = lk.prepare(a.to(dt), boxes)
-    w = w.to(dt)
-    w = w / w.sum(1, keepdim=True)  # exactly one in the compute dtype: the identity above relies on it
+    w = _unit_rows(w, dt)
     w_head, w_last = w[:, :-1, None, None], w[:, -1:, None, None]
     ratio = w_head / w_last
 
@@ -463,10 +476,9 @@ def convolutional_barycenter(images: Tensor, weights: Tensor, reg: float, max_it
         fast_tol = max(tol, _FLOAT32_TOL)
         ran_native = _use_native(backend, images, k, anderson)
         if ran_native:
-            ws = weights.float()
-            ws = ws / ws.sum(1, keepdim=True)
-            g, n_fast, _ = native.warm_start(images, ws, boxes, fast.k_h, fast.k_w, fast.floor_at, fast_tol,
-                                             max_iter, anderson, relax, patience=5 * check_every)
+            g, n_fast, _ = native.warm_start(_cut_to_boxes(images.float(), boxes)[0], boxes[0], boxes[1],
+                                             _unit_rows(weights, torch.float32), fast.k_h, fast.k_w, fast.floor_at,
+                                             fast_tol, max_iter, anderson, relax, patience=5 * check_every)
         else:
             _, g, n_fast, _ = _iterate(fast, images, weights, g, fast_tol, max_iter, check_every, anderson, relax,
                                        first_check=check_every, patience=5, boxes=boxes, want_bar=False)

@@ -141,13 +141,15 @@ def reset() -> None:
         _state.clear()
 
 
-def warm_start(a: Tensor, w: Tensor, boxes, k_h: Tensor, k_w: Tensor, floor_at: float, tol: float, max_iter: int,
-               anderson: int, relax: float, patience: int = 10) -> tuple[Tensor, Tensor, Tensor]:
+def warm_start(a_box: Tensor, r0: Tensor, c0: Tensor, w: Tensor, k_h: Tensor, k_w: Tensor, floor_at: float,
+               tol: float, max_iter: int, anderson: int, relax: float, patience: int = 10
+               ) -> tuple[Tensor, Tensor, Tensor]:
     """Float32 iterations of every group until ``tol`` (checked every iteration), a stall over ``patience``
     iterations, or ``max_iter``.
 
-    Args: ``a`` ``(B, k, H, W)`` images (CPU); ``w`` ``(B, k)`` weights summing to one in float32, largest last;
-    ``boxes`` ``(r0, c0, hb, wb)`` from ``_boxes``; ``k_h``, ``k_w`` the float32 Gibbs kernel per axis;
+    Args: ``a_box`` ``(B, k, hb, wb)`` the images cut to their boxes, whose top-left corners on the ``H x W`` grid
+    are ``r0``, ``c0`` ``(B, k)`` (CPU; see ``_boxes``, ``_cut_to_boxes``); ``w`` ``(B, k)`` weights summing to one
+    in float32, largest last; ``k_h`` ``(H, H)``, ``k_w`` ``(W, W)`` the float32 Gibbs kernel per axis;
     ``floor_at`` the floor of kernel sums (see ``_LogKernel``).
     Returns ``(G, niter, err)``: potentials ``(B, k, H, W)`` float32, iterations and last criterion ``(B,)``.
     """
@@ -155,16 +157,12 @@ def warm_start(a: Tensor, w: Tensor, boxes, k_h: Tensor, k_w: Tensor, floor_at: 
     fn = _load()
     if fn is None:
         raise RuntimeError(f"the compiled barycenter kernel is not available: {_state['reason']}")
-    b, k, h, wd = a.shape
+    b, k, hb, wb = a_box.shape
+    h, wd = k_h.shape[0], k_w.shape[0]
     if not 2 <= k <= MAX_K or not 0 <= anderson <= MAX_HISTORY:
         raise ValueError(f"the compiled kernel takes 2 to {MAX_K} images per group and an Anderson history of at "
                          f"most {MAX_HISTORY}; got k = {k}, anderson = {anderson}")
-    r0, c0, hb, wb = boxes
-    rows = r0[..., None] + torch.arange(hb)
-    cols = c0[..., None] + torch.arange(wb)
-    image = torch.arange(b * k).view(b, k, 1, 1)
-    a_box = a.float().take((image * h + rows[..., None]) * wd + cols[..., None, :])
-    a_box = torch.nn.functional.pad(a_box, (0, -wb % 8)).contiguous()  # rows padded to a multiple of 8
+    a_box = torch.nn.functional.pad(a_box.float(), (0, -wb % 8)).contiguous()  # rows padded to a multiple of 8
     r0 = r0.to(torch.int64).contiguous()
     c0 = c0.to(torch.int64).contiguous()
     w = w.float().contiguous()
