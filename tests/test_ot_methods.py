@@ -203,6 +203,30 @@ def test_native_and_torch_iterations_agree_and_threads_do_not_change_results():
     assert torch.equal(one, two)
 
 
+@pytest.mark.parametrize("h,w,k,reg,dtype", [(1, 30, 2, 0.004, torch.float32), (30, 1, 2, 0.004, torch.float32),
+                                             (5, 40, 2, 0.004, torch.float64), (33, 17, 3, 0.006, torch.float32),
+                                             (9, 9, 5, 0.01, torch.float32), (28, 28, 16, 0.004, torch.float32)])
+def test_native_kernel_on_odd_shapes_matches_torch(h, w, k, reg, dtype):
+    """Grids of one row or column, rows not a multiple of 8, k up to 16, float64 and non-contiguous input, images
+    empty outside random boxes, a zero weight: the compiled kernel's start gives PyTorch's barycenters."""
+    require_native()
+    g = torch.Generator().manual_seed(h * 100 + w)
+    x = torch.zeros(4, k, h, w, dtype=dtype)
+    for i in range(4):
+        for j in range(k):
+            r0, c0 = (int(torch.randint(n, (1,), generator=g)) for n in (h, w))
+            hh, ww = (int(torch.randint(1, n - o + 1, (1,), generator=g)) for n, o in ((h, r0), (w, c0)))
+            x[i, j, r0:r0 + hh, c0:c0 + ww] = torch.rand(hh, ww, generator=g, dtype=dtype) ** 3 + 1e-3
+    x = x / x.sum((-2, -1), keepdim=True)
+    weights = torch.rand(4, k, generator=g)
+    weights[0, 0] = 0.0
+    strided = x.transpose(-1, -2).contiguous().transpose(-1, -2)  # same values, another memory layout
+    ref, info_t = convolutional_barycenter(x, weights, reg, tol=1e-6, max_iter=3000, log=True, backend="torch")
+    out, info_n = convolutional_barycenter(strided, weights, reg, tol=1e-6, max_iter=3000, log=True, backend="native")
+    assert info_n["backend"] == "native" and bool((info_n["err"] < 1e-6).all())
+    assert float((out - ref).abs().sum((-2, -1)).max()) < 5e-6
+
+
 def test_native_kernel_falls_back_and_says_why(monkeypatch, tmp_path):
     """Disabled, or no compiler that works: ``auto`` runs the PyTorch iteration, ``native`` says why it cannot."""
     a = digits_like(4, seed=8, size=12).reshape(2, 2, 12, 12)
