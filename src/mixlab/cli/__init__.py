@@ -32,21 +32,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _shutdown_distributed() -> None:
-    """Leave the torchrun process group cleanly (gloo can abort at interpreter exit otherwise)."""
+def _shutdown_distributed(ok: bool) -> None:
+    """Leave the torchrun process group cleanly (gloo can abort at interpreter exit otherwise). After a run that
+    ended normally, wait for every rank first: a rank that tears its connections down while a peer is still
+    leaving can make that peer abort ("terminate called without an active exception"; seen once in CI)."""
     import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized():
+        if ok:
+            dist.barrier()
         dist.destroy_process_group()
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    ok = False
     try:
-        return _run(args)
+        code = _run(args)
+        ok = True
+        return code
     finally:
-        _shutdown_distributed()
+        _shutdown_distributed(ok)
 
 
 def _run(args) -> int:
