@@ -22,6 +22,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Callable
 
+from .checks import positive_int
 from .registry import Registry
 from .results import ResultsStore
 from .results.store import mean_std
@@ -160,7 +161,7 @@ def resolve(row: Row, col: Column, quick: bool, data_dir: str | None, trials: in
     why = method_unavailable(row.method, row.kwargs)
     if why:
         return Cell(protocol=name, unavailable=why, note=note)
-    n = trials or PROTOCOLS[name].trials
+    n = PROTOCOLS[name].trials if trials is None else trials
     return Cell(protocol=name, note=note, seeds=list(range(n)))
 
 
@@ -199,6 +200,7 @@ def run_reproduction(name: str, out: str | Path = "mixlab-out", quick: bool = Fa
     from .eval import run_eval
     from .train import make_trainer, run_unless_locked
 
+    positive_int("trials", trials, none="each protocol's")
     t0 = time.perf_counter()
     started = time.strftime("%Y-%m-%d %H:%M:%S %Z")
     rep = get_reproduction(name)

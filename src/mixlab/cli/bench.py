@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import time
 
-from .common import add_common, apply_threads, parse_kv, print_json
+from .common import add_common, apply_threads, parse_kv, positive_int, print_json
 
 
 def add_parser(sub) -> None:
@@ -11,11 +11,11 @@ def add_parser(sub) -> None:
     p.add_argument("--protocol", required=False, default=None, help="protocol name (--list to see them)")
     p.add_argument("--list", action="store_true", help="list the protocols and exit")
     p.add_argument("--methods", default=None, help="comma-separated methods (default: the protocol's)")
-    p.add_argument("--trials", type=int, default=None, help="seeds 0..T-1 (default: the protocol's)")
-    p.add_argument("--epochs", type=int, default=None, help="override the protocol's epochs")
+    p.add_argument("--trials", type=positive_int, default=None, help="seeds 0..T-1 (default: the protocol's)")
+    p.add_argument("--epochs", type=positive_int, default=None, help="override the protocol's epochs")
     p.add_argument("--method-arg", action="append", metavar="KEY=VALUE",
                    help="option for every listed method, on top of the protocol's (repeatable)")
-    p.add_argument("--holdout-per-class", type=int, default=None, metavar="N",
+    p.add_argument("--holdout-per-class", type=positive_int, default=None, metavar="N",
                    help="report error on N images per class of the training split left out of training (a "
                         "validation set), not on the test set")
     p.add_argument("--json", action="store_true", help="print one JSON object as the last line")
@@ -39,9 +39,11 @@ def run_protocol(protocol, methods, trials, out, data_dir=None, device="cpu", pr
     """Train every (method, seed) of a protocol not yet in the store; return the summary rows.
 
     ``overrides`` replace protocol fields; its ``method_kwargs`` are added to every method's options."""
+    from ..checks import positive_int
     from ..results import ResultsStore, summarize
     from ..train import make_trainer, run_unless_locked
 
+    positive_int("trials", trials)
     store = ResultsStore(out)
     run_ids = []
     for method in methods:
@@ -100,9 +102,9 @@ def run(args) -> int:
     methods = [m.strip() for m in args.methods.split(",")] if args.methods else list(protocol.methods)
     for m in methods:
         METHODS.canonical(m)
-    trials = args.trials or protocol.trials
-    overrides = {"epochs": args.epochs} if args.epochs else {}
-    if args.holdout_per_class:
+    trials = protocol.trials if args.trials is None else args.trials
+    overrides = {} if args.epochs is None else {"epochs": args.epochs}
+    if args.holdout_per_class is not None:
         overrides["holdout_per_class"] = args.holdout_per_class
     if args.method_arg:
         overrides["method_kwargs"] = parse_kv(args.method_arg)

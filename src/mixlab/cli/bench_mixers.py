@@ -9,19 +9,33 @@ The TransformMix paper reports 0.045 s per batch of 128 on an RTX 3090 (its Tabl
 """
 from __future__ import annotations
 
+import argparse
 import time
 
-from .common import add_common, apply_threads, parse_kv, print_json
+from .common import add_common, apply_threads, parse_kv, positive_int, print_json
 
 DEFAULT_METHODS = "mixup,automix-zhu,transformmix,alignmix"
+
+
+def shapes(text: str) -> list[tuple[int, int]]:
+    """``"1x28,3x32"`` -> ``[(1, 28), (3, 32)]`` (channels, size; both integers >= 1)."""
+    out = []
+    for item in text.split(","):
+        try:
+            channels, size = (positive_int(v) for v in item.strip().lower().split("x"))
+        except (ValueError, argparse.ArgumentTypeError):
+            raise argparse.ArgumentTypeError(f"each shape is CxS, channels and size integers >= 1, e.g. 3x32; "
+                                             f"got {item!r}") from None
+        out.append((channels, size))
+    return out
 
 
 def add_parser(sub) -> None:
     p = sub.add_parser("bench-mixers", help="time mixing a batch (e.g. 128 images) for several methods")
     p.add_argument("--methods", default=DEFAULT_METHODS, help=f"comma-separated (default {DEFAULT_METHODS})")
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--shapes", default="1x28,3x32", help="CxS image shapes, comma-separated (default 1x28,3x32)")
-    p.add_argument("--repeats", type=int, default=10, help="timed repeats after one warm-up (median reported)")
+    p.add_argument("--batch-size", type=positive_int, default=128)
+    p.add_argument("--shapes", default="1x28,3x32", type=shapes, help="CxS image shapes, comma-separated (default 1x28,3x32)")
+    p.add_argument("--repeats", type=positive_int, default=10, help="timed repeats after one warm-up (median reported)")
     p.add_argument("--model", default="cnn11", help="model for the loss forward and TransformMix's teacher")
     p.add_argument("--model-arg", action="append", metavar="KEY=VALUE", help="model option (default width=0.5)")
     p.add_argument("--json", action="store_true", help="print one JSON object as the last line")
@@ -89,8 +103,7 @@ def run(args) -> int:
     model_kwargs = parse_kv(args.model_arg) or {"width": 0.5}
     gen = torch.Generator().manual_seed(0)
     rows = []
-    for shape in args.shapes.split(","):
-        channels, size = (int(v) for v in shape.lower().split("x"))
+    for channels, size in args.shapes:
         x = torch.rand(args.batch_size, channels, size, size, generator=gen).to(device)
         y = torch.randint(0, 10, (args.batch_size,), generator=gen).to(device)
         t = torch.nn.functional.one_hot(y, 10).float()

@@ -14,24 +14,24 @@ from __future__ import annotations
 
 import time
 
-from .common import add_common, apply_threads, print_json
+from .common import add_common, apply_threads, nonneg_int, number, positive_float, positive_int, print_json
 
 
 def add_parser(sub) -> None:
     p = sub.add_parser("bench-ot", help="benchmark the OT solvers against POT and the methods' step-time overhead")
-    p.add_argument("--pairs", type=int, default=128)
-    p.add_argument("--reg", type=float, default=0.004)
-    p.add_argument("--tol", type=float, default=1e-4, help="our solver's tolerance (POT's criterion)")
-    p.add_argument("--relax", type=float, default=1.5, help="our solver's mixing / over-relaxation parameter")
-    p.add_argument("--anderson", type=int, default=5, help="our solver's Anderson history (0: none)")
+    p.add_argument("--pairs", type=positive_int, default=128)
+    p.add_argument("--reg", type=positive_float, default=0.004)
+    p.add_argument("--tol", type=positive_float, default=1e-4, help="our solver's tolerance (POT's criterion)")
+    p.add_argument("--relax", type=number(0, 2, lo_open=True, hi_open=True), default=1.5, help="our solver's mixing / over-relaxation parameter")
+    p.add_argument("--anderson", type=nonneg_int, default=5, help="our solver's Anderson history (0: none)")
     p.add_argument("--precision", choices=["mixed", "exact"], default="mixed",
                    help="our solver: float32 iterations finished in exact arithmetic, or exact throughout")
     p.add_argument("--backend", choices=["auto", "native", "torch"], default="auto",
                    help="where our float32 iterations run on a CPU: the compiled kernel (auto: when available) or "
                         "PyTorch; with the compiled kernel the PyTorch iteration is timed too")
-    p.add_argument("--repeats", type=int, default=3, help="timed runs of our solver (median)")
-    p.add_argument("--steps", type=int, default=3, help="timed training steps per method (0: skip part 2)")
-    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--repeats", type=positive_int, default=3, help="timed runs of our solver (median)")
+    p.add_argument("--steps", type=nonneg_int, default=3, help="timed training steps per method (0: skip part 2)")
+    p.add_argument("--batch-size", type=positive_int, default=128)
     p.add_argument("--skip-barycenter", action="store_true")
     p.add_argument("--json", action="store_true")
     add_common(p)

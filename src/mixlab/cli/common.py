@@ -5,12 +5,50 @@ import argparse
 import json
 import os
 
+from ..checks import describe, in_range
+
+
+def number(lo: float | None = None, hi: float | None = None, integer: bool = False, lo_open: bool = False,
+           hi_open: bool = False):
+    """An argparse ``type`` that parses a number and refuses it, naming the allowed range, when out of range
+    (checks shared with the Python API: :mod:`mixlab.checks`)."""
+    allowed = describe(lo, hi, integer, lo_open, hi_open)
+
+    def parse(text: str):
+        try:
+            value = int(text) if integer else float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {allowed}; got {text!r}") from None
+        if not in_range(value, lo, hi, integer, lo_open, hi_open):
+            raise argparse.ArgumentTypeError(f"must be {allowed}; got {text!r}")
+        return value
+
+    parse.__name__ = parse.allowed = allowed  # argparse names the type by it in its own messages
+    return parse
+
+
+positive_int = number(1, integer=True)
+nonneg_int = number(0, integer=True)
+positive_float = number(0, lo_open=True)
+nonneg_float = number(0)
+
+
+def int_list(lo: int = 0):
+    """``"50,75"`` -> ``(50, 75)``, every item an integer >= ``lo``."""
+    item = number(lo, integer=True)
+
+    def parse(text: str) -> tuple[int, ...]:
+        return tuple(item(v) for v in text.split(",") if v.strip())
+
+    parse.__name__ = f"comma-separated integers >= {lo}"
+    return parse
+
 
 def add_common(p: argparse.ArgumentParser, out_default: str = "mixlab-out") -> None:
     p.add_argument("--data-dir", default=None, help="data root (default: $MIXLAB_DATA, else ~/.cache/mixlab)")
     p.add_argument("--out", default=out_default, help=f"output folder with results.db and runs/ (default {out_default})")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"], help="training device")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)")
+    p.add_argument("--threads", type=positive_int, default=None, help="CPU threads for torch (default: torch's choice)")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
 
 
@@ -29,7 +67,7 @@ def parse_kv(pairs: list[str] | None) -> dict:
 
 
 def apply_threads(args) -> None:
-    if getattr(args, "threads", None):
+    if getattr(args, "threads", None) is not None:
         import torch
 
         torch.set_num_threads(args.threads)

@@ -5,7 +5,7 @@
 """
 from __future__ import annotations
 
-from .common import add_common, apply_threads, parse_kv
+from .common import add_common, apply_threads, nonneg_int, parse_kv, positive_int
 
 
 def add_parser(sub) -> None:
@@ -13,8 +13,8 @@ def add_parser(sub) -> None:
     p.add_argument("action", choices=["build", "info"])
     p.add_argument("--protocol", default=None, help="take dataset / subset from a protocol")
     p.add_argument("--dataset", default=None)
-    p.add_argument("--subset-per-class", type=int, default=None)
-    p.add_argument("--seed", type=int, default=0, help="run seed (selects the subset, as in mixlab train)")
+    p.add_argument("--subset-per-class", type=positive_int, default=None)
+    p.add_argument("--seed", type=nonneg_int, default=0, help="run seed (selects the subset, as in mixlab train)")
     p.add_argument("--method", default="opttransmix", help="opttransmix, opttransmix+mixup or opttransmix+bc")
     p.add_argument("--method-arg", action="append", metavar="KEY=VALUE", help="e.g. reg=0.004 per_image=10")
     p.add_argument("--no-progress", action="store_true")

@@ -13,7 +13,7 @@ import statistics
 import tempfile
 import time
 
-from .common import add_common, apply_threads, parse_kv, print_json
+from .common import add_common, apply_threads, nonneg_int, parse_kv, positive_int, print_json
 from .train import GPU_FLAGS, add_gpu_flags
 
 #: step-time targets relative to ERM (the issues' figures); "input mixer" means the classic, parameter-free ones
@@ -30,16 +30,16 @@ def add_parser(sub) -> None:
     p.add_argument("--model-arg", action="append", metavar="KEY=VALUE", help="model option (repeatable)")
     p.add_argument("--method-arg", action="append", metavar="METHOD:KEY=VALUE",
                    help="option for one method, e.g. multimix:n=1000 (repeatable)")
-    p.add_argument("--subset-per-class", type=int, default=None)
-    p.add_argument("--batch-size", type=int, default=None, help="default 64, or the protocol's")
-    p.add_argument("--repeats", type=int, default=15, help="timed steps per method (median)")
-    p.add_argument("--warmup", type=int, default=3, help="untimed steps first")
+    p.add_argument("--subset-per-class", type=positive_int, default=None)
+    p.add_argument("--batch-size", type=positive_int, default=None, help="default 64, or the protocol's")
+    p.add_argument("--repeats", type=positive_int, default=15, help="timed steps per method (median)")
+    p.add_argument("--warmup", type=nonneg_int, default=3, help="untimed steps first")
     add_gpu_flags(p)
     p.add_argument("--no-ot", action="store_true", help="skip the OT solver comparison")
     p.add_argument("--engine-vs-dataloader", action="store_true",
                    help="also compare the engine's epoch throughput with a plain DataLoader loop")
-    p.add_argument("--epochs-timed", type=int, default=3, help="epochs per loop for --engine-vs-dataloader")
-    p.add_argument("--workers", type=int, default=0, help="DataLoader workers for --engine-vs-dataloader")
+    p.add_argument("--epochs-timed", type=positive_int, default=3, help="epochs per loop for --engine-vs-dataloader")
+    p.add_argument("--workers", type=nonneg_int, default=0, help="DataLoader workers for --engine-vs-dataloader")
     p.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     add_common(p)
     p.set_defaults(func=run)

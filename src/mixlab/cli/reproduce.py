@@ -5,7 +5,7 @@ from __future__ import annotations
 import shlex
 import sys
 
-from .common import add_common, apply_threads
+from .common import add_common, apply_threads, positive_int
 
 
 def add_parser(sub) -> None:
@@ -13,7 +13,7 @@ def add_parser(sub) -> None:
     p.add_argument("name", nargs="?", default=None, help="reproduction name (--list to see them)")
     p.add_argument("--list", action="store_true", help="list the reproductions and exit")
     p.add_argument("--quick", action="store_true", help="the CPU-sized protocols (said in the report)")
-    p.add_argument("--trials", type=int, default=None, help="seeds 0..T-1 (default: each protocol's)")
+    p.add_argument("--trials", type=positive_int, default=None, help="seeds 0..T-1 (default: each protocol's)")
     p.add_argument("--report-dir", default=None, help="where report.md, results.json and PNGs go "
                    "(default <out>/reports/NAME[-quick])")
     p.add_argument("--no-progress", action="store_true")

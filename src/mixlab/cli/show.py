@@ -5,14 +5,15 @@ Input-space mixers draw (input, partner, mixed, soft label). A method may instea
 """
 from __future__ import annotations
 
+from .common import nonneg_int, positive_int
 
 
 def add_parser(sub) -> None:
     p = sub.add_parser("show", help="write a PNG grid of mixed samples")
     p.add_argument("--method", required=True)
     p.add_argument("--dataset", default="digits")
-    p.add_argument("--pairs", type=int, default=6)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--pairs", type=positive_int, default=6)
+    p.add_argument("--seed", type=nonneg_int, default=0)
     p.add_argument("--method-arg", action="append", metavar="KEY=VALUE")
     p.add_argument("--out", default="mixlab-show.png", help="PNG path")
     p.add_argument("--data-dir", default=None)

@@ -1,7 +1,8 @@
 """``mixlab train``: one run."""
 from __future__ import annotations
 
-from .common import add_common, apply_threads, parse_kv, print_json
+from .common import (add_common, apply_threads, int_list, nonneg_float, nonneg_int, parse_kv, positive_float,
+                     positive_int, print_json)
 
 GPU_FLAGS = ("channels_last", "bf16", "compile")
 
@@ -26,26 +27,28 @@ def add_parser(sub) -> None:
     p.add_argument("--model-arg", action="append", metavar="KEY=VALUE", help="model option (repeatable)")
     p.add_argument("--mixer-from", default=None, metavar="PATH",
                    help="a searched mixing module (mixlab transformmix search); same as --method-arg mixer_from=PATH")
-    p.add_argument("--subset-per-class", type=int, default=None)
-    p.add_argument("--epochs", type=int, default=None)
-    p.add_argument("--batch-size", type=int, default=None)
-    p.add_argument("--lr", type=float, default=None)
-    p.add_argument("--weight-decay", type=float, default=None)
+    p.add_argument("--subset-per-class", type=positive_int, default=None,
+                   help="train on N images per class (default: the whole training set)")
+    p.add_argument("--epochs", type=positive_int, default=None)
+    p.add_argument("--batch-size", type=positive_int, default=None)
+    p.add_argument("--lr", type=positive_float, default=None)
+    p.add_argument("--weight-decay", type=nonneg_float, default=None)
     p.add_argument("--schedule", choices=["multistep", "cosine", "constant"], default=None)
-    p.add_argument("--milestones", type=lambda s: tuple(int(v) for v in s.split(",") if v), default=None)
-    p.add_argument("--crop-padding", type=int, default=None)
+    p.add_argument("--milestones", type=int_list(1), default=None, metavar="E1,E2")
+    p.add_argument("--crop-padding", type=nonneg_int, default=None)
     p.add_argument("--flip", action="store_true", default=None)
-    p.add_argument("--test-limit", type=int, default=None, help="evaluate on the first N test images only")
-    p.add_argument("--holdout-per-class", type=int, default=None, metavar="N",
+    p.add_argument("--test-limit", type=positive_int, default=None, help="evaluate on the first N test images only")
+    p.add_argument("--holdout-per-class", type=positive_int, default=None, metavar="N",
                    help="evaluate on N images per class of the training split that the run does not train on, "
                         "instead of the test set (for choosing hyper-parameters)")
-    p.add_argument("--eval-every", type=int, default=None)
-    p.add_argument("--grad-clip", type=float, default=None, help="clip the gradient norm (the AMP authors use 10)")
-    p.add_argument("--max-steps", type=int, default=None, help="stop after N optimiser steps (text protocols)")
-    p.add_argument("--eval-steps", type=int, default=None, help="evaluate dev and test every N steps (text)")
+    p.add_argument("--eval-every", type=nonneg_int, default=None, help="evaluate every N epochs (0: only at the end)")
+    p.add_argument("--grad-clip", type=positive_float, default=None, help="clip the gradient norm (the AMP authors use 10)")
+    p.add_argument("--max-steps", type=positive_int, default=None, help="stop after N optimiser steps (text protocols)")
+    p.add_argument("--eval-steps", type=nonneg_int, default=None,
+                   help="evaluate dev and test every N steps (text; 0: only at the end)")
     p.add_argument("--data-arg", action="append", metavar="KEY=VALUE",
                    help="dataset option, e.g. fold=3, dev_fraction=0.1, ratio=0.03 (repeatable)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=nonneg_int, default=0)
     add_gpu_flags(p)
     p.add_argument("--resume", action="store_true", help="continue from the run's last checkpoint")
     p.add_argument("--json", action="store_true", help="print one JSON object as the last line")

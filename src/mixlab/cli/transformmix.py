@@ -8,7 +8,19 @@ same command again) and cached under ``--out``. Then train a task network with t
 """
 from __future__ import annotations
 
-from .common import add_common, apply_threads, parse_kv
+import argparse
+
+from .common import add_common, apply_threads, nonneg_float, nonneg_int, number, parse_kv, positive_float, positive_int
+
+
+def temperature(text: str) -> float | str:
+    """``auto`` or a number > 0 (argparse type of ``--teacher-temperature``)."""
+    if text == "auto":
+        return text
+    try:
+        return positive_float(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"must be 'auto' or a number > 0; got {text!r}") from None
 
 
 def add_parser(sub) -> None:
@@ -21,20 +33,20 @@ def add_parser(sub) -> None:
     g.add_argument("--dataset", default=None)
     g.add_argument("--model", default=None, help="teacher model")
     g.add_argument("--model-arg", action="append", metavar="KEY=VALUE")
-    g.add_argument("--subset-per-class", type=int, default=None)
-    g.add_argument("--teacher-epochs", type=int, default=None, help="default: the protocol's epochs")
-    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--subset-per-class", type=positive_int, default=None)
+    g.add_argument("--teacher-epochs", type=positive_int, default=None, help="default: the protocol's epochs")
+    g.add_argument("--seed", type=nonneg_int, default=0)
     m = s.add_argument_group("mixing module and search (paper: SGD lr 5e-4, wd 0.01, 100 epochs, batch 128)")
-    m.add_argument("--k", type=int, default=2, help="images per mixed sample")
-    m.add_argument("--alpha", type=float, default=1.0, help="Dirichlet concentration")
+    m.add_argument("--k", type=number(2, integer=True), default=2, help="images per mixed sample")
+    m.add_argument("--alpha", type=positive_float, default=1.0, help="Dirichlet concentration")
     m.add_argument("--ablation", default="none", choices=["none", "stn-only", "mpn-only", "softmax-cam"])
-    m.add_argument("--image-size", type=int, default=None, help="module input size (default: the data's)")
-    m.add_argument("--epochs", type=int, default=100)
-    m.add_argument("--lr", type=float, default=5e-4)
-    m.add_argument("--weight-decay", type=float, default=0.01)
-    m.add_argument("--momentum", type=float, default=0.9)
-    m.add_argument("--batch-size", type=int, default=128)
-    m.add_argument("--teacher-temperature", default=None,
+    m.add_argument("--image-size", type=positive_int, default=None, help="module input size (default: the data's)")
+    m.add_argument("--epochs", type=positive_int, default=100)
+    m.add_argument("--lr", type=positive_float, default=5e-4)
+    m.add_argument("--weight-decay", type=nonneg_float, default=0.01)
+    m.add_argument("--momentum", type=number(0, 1, hi_open=True), default=0.9)
+    m.add_argument("--batch-size", type=positive_int, default=128)
+    m.add_argument("--teacher-temperature", default=None, type=temperature,
                    help="T in CE(softmax(teacher / T), y'): a number (1 = the paper's loss) or 'auto' (fitted on "
                         "input-mixup images); default: the method's")
     m.add_argument("--lambda-prior", default=None, choices=["true", "false"],
@@ -61,8 +73,7 @@ def search_config(args):
                      "search_weight_decay": args.weight_decay, "search_momentum": args.momentum,
                      "search_batch_size": args.batch_size}
     if args.teacher_temperature is not None:
-        t = args.teacher_temperature
-        method_kwargs["teacher_temperature"] = t if t == "auto" else float(t)
+        method_kwargs["teacher_temperature"] = args.teacher_temperature
     for name in ("lambda_prior", "zero_mask_head"):
         if getattr(args, name) is not None:
             method_kwargs[name] = getattr(args, name) == "true"

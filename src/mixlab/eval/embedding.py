@@ -11,6 +11,7 @@ from pathlib import Path
 
 import torch
 
+from ..checks import positive_int
 from ..data.augment import BatchAugment
 from .common import predict
 from .metrics import alignment, uniformity
@@ -24,6 +25,7 @@ def run_align_uniform(trainer, out_dir: Path, limit: int = 2000, seed: int = 0) 
     aug = trainer.augment
     padding = aug.crop_padding if (aug.crop_padding or aug.flip) else 2
     views = BatchAugment(aug.mean, aug.std, padding, aug.flip)
+    positive_int("limit", limit)
     x = trainer.x_test[:limit]
     g1, g2 = torch.Generator().manual_seed(seed), torch.Generator().manual_seed(seed + 1)
     z1 = predict(model, x, lambda xb: views(xb, g1), embed=True)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import torch
 
+from ..checks import positive_int
 from .common import predict, test_transform
 from .metrics import ood_scores
 
@@ -35,6 +36,7 @@ def run_ood(trainer, out_dir: Path, ood_sets: tuple[str, ...] | str | None = Non
     from ..data import DATASETS, load_dataset
 
     c = trainer.config
+    positive_int("limit", limit, none="every image")
     if trainer.multilabel:
         raise ValueError("ood uses the max-softmax score of a single-label classifier")
     name = DATASETS.canonical(c.dataset)
@@ -48,7 +50,7 @@ def run_ood(trainer, out_dir: Path, ood_sets: tuple[str, ...] | str | None = Non
     results = {}
     for ood in ood_sets:
         data = load_dataset(ood, "test", trainer.data_dir)
-        if limit:
+        if limit is not None:
             data = data.subset(torch.arange(min(limit, len(data))))
         if data.image_shape != tuple(trainer.x_test.shape[1:]):
             raise ValueError(f"OOD set {ood} has images {data.image_shape}, the model takes "

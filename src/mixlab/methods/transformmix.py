@@ -60,6 +60,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..checks import check, nonneg_float, positive_float, positive_int
 from .base import MixInfo, check_alpha, sample_dirichlet, soft_cross_entropy
 from .learned import PixelSpaceMixer, count_parameters
 
@@ -297,7 +298,7 @@ def build_teacher(record: dict) -> nn.Module:
 
 def teacher_config(config, epochs: int | None = None):
     """The ERM run of the same data, model and schedule (``epochs`` overrides its length)."""
-    return dataclasses.replace(config, method="erm", method_kwargs={}, epochs=int(epochs or config.epochs))
+    return dataclasses.replace(config, method="erm", method_kwargs={}, epochs=config.epochs if epochs is None else int(epochs))
 
 
 def train_teacher(trainer, epochs: int | None = None) -> dict:
@@ -360,6 +361,11 @@ class TransformMix(PixelSpaceMixer):
             raise ValueError(f"ablation must be one of {ABLATIONS}, got {ablation!r}")
         self.k, self.alpha, self.ablation = int(k), check_alpha(alpha), ablation
         self.mixer_from, self.teacher_from, self.teacher_epochs = mixer_from, teacher_from, teacher_epochs
+        positive_int("teacher_epochs", teacher_epochs, none="the task schedule's epochs")
+        positive_int("image_size", image_size, none="the data's")
+        positive_int("search_epochs", search_epochs), positive_int("search_batch_size", search_batch_size)
+        positive_float("search_lr", search_lr), nonneg_float("search_weight_decay", search_weight_decay)
+        check("search_momentum", search_momentum, 0, 1, hi_open=True)
         if teacher_temperature != "auto" and not float(teacher_temperature) > 0:
             raise ValueError(f"teacher_temperature must be > 0 or 'auto', got {teacher_temperature!r}")
         self.search = dict(epochs=int(search_epochs), lr=float(search_lr), weight_decay=float(search_weight_decay),

@@ -22,6 +22,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ..checks import check, nonneg_float, nonneg_int, positive_float, positive_int
 from ..data import load_dataset
 from ..data.augment import BatchAugment
 from ..data.subsets import per_class_indices
@@ -72,6 +73,27 @@ class TrainConfig:
     data_kwargs: dict = field(default_factory=dict)  # loader options (fold, dev_fraction, ratio, ...)
     #: train (and test) on these classes only, relabelled 0..n-1 in this order (open-set protocols)
     train_classes: tuple[int, ...] | None = None
+
+    def __post_init__(self):
+        """Refuse out-of-range numbers, naming the field and the allowed range (``0`` never means "default")."""
+        positive_int("subset_per_class", self.subset_per_class, none="the whole training set")
+        positive_int("test_limit", self.test_limit, none="the whole test set")
+        positive_int("holdout_per_class", self.holdout_per_class, none="evaluate on the test set")
+        positive_int("epochs", self.epochs)
+        positive_int("batch_size", self.batch_size)
+        positive_float("lr", self.lr)
+        check("momentum", self.momentum, 0, 1, hi_open=True)
+        nonneg_float("weight_decay", self.weight_decay)
+        for m in self.milestones:
+            positive_int("each of milestones", m)
+        positive_float("gamma", self.gamma)
+        nonneg_int("crop_padding", self.crop_padding)
+        nonneg_int("seed", self.seed)
+        nonneg_int("eval_every", self.eval_every)
+        positive_float("grad_clip", self.grad_clip, none="no clipping")
+        positive_int("world_size", self.world_size)
+        positive_int("max_steps", self.max_steps, none="epochs bound the run")
+        nonneg_int("eval_steps", self.eval_steps)
 
     def identity(self) -> dict:
         d = dataclasses.asdict(self)
