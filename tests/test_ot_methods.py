@@ -171,6 +171,23 @@ def test_barycenter_half_precision_and_bad_input():
             convolutional_barycenter(bad, w, 0.01)
 
 
+def test_barycenter_refuses_non_finite_weights_and_normalises_mass(backend):
+    """A NaN weight used to give all-NaN images; images of mass 5 came back with mass 5 (unit mass documented)."""
+    a = digits_like(4, seed=2, size=12).reshape(2, 2, 12, 12).float()
+    for bad in (float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="finite"):
+            convolutional_barycenter(a, torch.tensor([[0.5, 0.5], [bad, 0.5]]), 0.01, backend=backend)
+    w = torch.tensor([[0.3, 0.7], [0.6, 0.4]])
+    ref = convolutional_barycenter(a, w, 0.01, tol=1e-7, backend=backend)
+    heavy = a * torch.tensor([5.0, 3.0])[None, :, None, None]  # masses 5 and 3, same shapes
+    before = heavy.clone()
+    bar = convolutional_barycenter(heavy, w, 0.01, tol=1e-7, backend=backend)
+    torch.testing.assert_close(bar.sum((1, 2)), torch.ones(2), atol=1e-5, rtol=0)
+    torch.testing.assert_close(bar, ref, atol=1e-6, rtol=1e-4)  # the barycenter of the normalised histograms
+    assert torch.equal(heavy, before)  # the caller's images are not modified
+    assert convolutional_barycenter(heavy.half(), w, 0.01).dtype == torch.float16
+
+
 def test_native_and_torch_iterations_agree_and_threads_do_not_change_results():
     """The compiled float32 kernel runs the same iteration as PyTorch (one group at a time, checked every
     iteration): same barycenters up to the tolerance, the exact phase still has the last word (err < tol), and

@@ -396,10 +396,10 @@ def convolutional_barycenter(images: Tensor, weights: Tensor, reg: float, max_it
     """Entropic Wasserstein barycenters of ``B`` groups of ``k`` images, all groups solved at once.
 
     Args:
-        images: ``(B, k, H, W)`` non-negative, each image of unit mass (see OptTransMix for turning pictures
-            into histograms).
-        weights: ``(B, k)`` barycentric weights, non-negative (``(k,)`` is broadcast); rows are normalised to
-            sum to one.
+        images: ``(B, k, H, W)`` finite, non-negative histograms of positive mass; each is normalised to unit
+            mass here (only its shape counts; see OptTransMix for turning pictures into histograms).
+        weights: ``(B, k)`` barycentric weights, finite and non-negative (``(k,)`` is broadcast); rows are
+            normalised to sum to one. NaN, inf, negative weights or an all-zero row raise ``ValueError``.
         reg: entropic regularisation, as in POT: kernel ``exp(-d^2 / reg)`` on a ``[0, 1]`` grid per axis.
         max_iter: iteration budget (per phase, see ``precision``).
         tol: per-group stopping threshold on POT's criterion ``sum_pixels std_k(v_k * K u_k)`` (the spread of
@@ -449,17 +449,23 @@ def convolutional_barycenter(images: Tensor, weights: Tensor, reg: float, max_it
     if weights.shape != (b, k):
         raise ValueError(f"weights must be ({b}, {k}) or ({k},) for images of shape {tuple(images.shape)}; "
                          f"got {tuple(weights.shape)}")
+    out_dtype = images.dtype
+    mass = images.sum((-2, -1), keepdim=True, dtype=torch.float64 if out_dtype == torch.float64 else torch.float32)
     bad_weights, negative, not_finite, empty = torch.stack([  # one host sync for all the checks
-        (weights < 0).any() | (weights.sum(1) <= 0).any(), (images < 0).any(), ~torch.isfinite(images).all(),
-        (images.sum((-2, -1)) <= 0).any()]).tolist()
+        ~torch.isfinite(weights).all() | (weights < 0).any() | (weights.sum(1) <= 0).any(), (images < 0).any(),
+        ~torch.isfinite(images).all(), (mass <= 0).any()]).tolist()
     if bad_weights:
-        raise ValueError("weights must be non-negative with a positive sum per row")
+        raise ValueError("weights must be finite and non-negative with a positive sum per row (no NaN or inf)")
     if not_finite:
         raise ValueError("images contain NaN or inf; they must be finite, non-negative histograms")
     if negative:
         raise ValueError("images must be non-negative histograms")
     if empty:
-        raise ValueError("an image has no mass (all zero): every image must be a histogram of unit mass")
+        raise ValueError("an image has no mass (all zero): every image must be a histogram of positive mass")
+    # unit mass: the barycenter of the normalised histograms (documented above). Images whose mass is 1 up to the
+    # rounding of their sum are left bit for bit as given, so callers that normalise (OptTransMix) get the same numbers
+    off = (mass - 1).abs() > torch.finfo(mass.dtype).eps * h * w
+    images = torch.where(off, images / mass, images)
     # largest weight last (see _iterate, which also normalises the rows); the barycenter does not depend on the order
     order = weights.argsort(1)
     weights = weights.gather(1, order)
@@ -487,7 +493,7 @@ def convolutional_barycenter(images: Tensor, weights: Tensor, reg: float, max_it
         first, ran_native = check_every, False
     log_bar, _, n_exact, err = _iterate(exact, images, weights, g, tol, max_iter, check_every, anderson, relax,
                                         first_check=first, boxes=boxes, want_g=False)
-    out = torch.exp(log_bar).to(images.dtype)
+    out = torch.exp(log_bar).to(out_dtype)
     if log:
         return out, {"niter": n_fast + n_exact, "niter_exact": n_exact, "err": err,
                      "backend": "native" if ran_native else "torch"}
