@@ -44,22 +44,23 @@ def run_protocol(protocol, methods, trials, out, data_dir=None, device="cpu", pr
     from ..train import make_trainer, run_unless_locked
 
     positive_int("trials", trials)
+    # every config first: a bad option of any method is refused before anything is trained
+    configs = [(method, seed, protocol.train_config(method, seed, device=device, **(overrides or {})))
+               for method in methods for seed in range(trials)]
     store = ResultsStore(out)
     run_ids = []
-    for method in methods:
-        for seed in range(trials):
-            config = protocol.train_config(method, seed, device=device, **(overrides or {}))
-            trainer = make_trainer(config, out=out, data_dir=data_dir, progress=progress)
-            run_ids.append(trainer.run_id)
-            label = f"  {method} seed {seed}"
-            if store.has_run(trainer.run_id):
-                log(f"{label}: done already ({trainer.run_id})")
-                continue
-            result = run_unless_locked(trainer, log, label)
-            if result is None:  # another bench on the same --out is training it right now
-                run_ids.pop()
-                continue
-            log(f"{label}: test error {result['test_error']:.2f}% ({result['train_seconds']:.1f} s)")
+    for method, seed, config in configs:
+        trainer = make_trainer(config, out=out, data_dir=data_dir, progress=progress)
+        run_ids.append(trainer.run_id)
+        label = f"  {method} seed {seed}"
+        if store.has_run(trainer.run_id):
+            log(f"{label}: done already ({trainer.run_id})")
+            continue
+        result = run_unless_locked(trainer, log, label)
+        if result is None:  # another bench on the same --out is training it right now
+            run_ids.pop()
+            continue
+        log(f"{label}: test error {result['test_error']:.2f}% ({result['train_seconds']:.1f} s)")
     runs = [store.get_run(r) for r in run_ids]
     rows = summarize(runs, keys=("method",))
     for key, _ in EXTRA_METRICS:  # e.g. text protocols: dev-selected and best-step errors, from the metrics JSON

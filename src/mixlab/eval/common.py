@@ -8,6 +8,8 @@ from typing import Callable
 import torch
 from torch import Tensor, nn
 
+from ..registry import check_options, signature_options
+
 
 def load_run(out: str | Path, run_id: str, device: str = "cpu", data_dir: str | None = None):
     """Rebuild a finished (or checkpointed) run for evaluation: its trainer with data, augmentation and the
@@ -93,6 +95,8 @@ def run_eval(out: str | Path, run_id: str, kind: str, data_dir: str | None = Non
     ``<out>/runs/<run_id>/eval/``.
     """
     fn = get_eval(kind)
+    params = signature_options(fn, skip=("trainer", "out_dir"))
+    check_options(f"evaluation {kind!r}", params, options)  # before loading the run
     if not force:
         done = stored_eval(out, run_id, kind)
         if done is not None:

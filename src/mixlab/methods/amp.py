@@ -172,3 +172,20 @@ def amp_mixup(**kwargs) -> AMP:
 def amp_manifold(**kwargs) -> AMP:
     """AMP on Manifold Mixup (the layer drawn once per batch, kept for the second pass); new."""
     return AMP("manifold", **kwargs)
+
+
+def _options_of(inner: str) -> Callable[[], dict | None]:
+    """AMP's own options plus those of the inner mixer, which its ``**kwargs`` are passed on to."""
+    def forwards_options():
+        from ..registry import METHODS, signature_options
+
+        inner_options = METHODS.options(inner)
+        own = signature_options(AMP, skip=("inner",), own_only=True)
+        return None if inner_options is None else {**inner_options, **own}
+
+    return forwards_options
+
+
+for _factory, _inner in ((amp_wordmixup, "wordmixup"), (amp_sentmixup, "sentmixup"), (amp_mixup, "mixup"),
+                         (amp_manifold, "manifold")):
+    _factory.forwards_options = _options_of(_inner)

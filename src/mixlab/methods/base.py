@@ -210,9 +210,7 @@ class ERM(InputMixer):
 
     name = "erm"
 
-    def __init__(self, num_classes=None, seed=0, check_inputs=True, **unused):
-        if unused:
-            raise TypeError(f"erm takes no options, got {sorted(unused)}")
+    def __init__(self, num_classes=None, seed=0, check_inputs=True):  # no options (the registry says so)
         super().__init__(num_classes, seed, check_inputs)
 
     def forward(self, x, y):

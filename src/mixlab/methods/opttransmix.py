@@ -166,6 +166,15 @@ class OptTransMix(InputMixer):
         return loss_fn(model(x), targets)
 
 
+def _forward_to_opttransmix(cls):
+    """Subclasses that pass ``**kwargs`` on to OptTransMix take its options (mixlab.registry.signature_options)."""
+    from ..registry import signature_options
+
+    cls.forwards_options = staticmethod(lambda: signature_options(OptTransMix))
+    return cls
+
+
+@_forward_to_opttransmix
 class OptTransMixMixup(OptTransMix):
     """OptTransMix + Mixup (AutoMix paper Table 4): Mixup over real + barycenter samples."""
 
@@ -175,6 +184,7 @@ class OptTransMixMixup(OptTransMix):
         super().__init__(inner=inner, **kwargs)
 
 
+@_forward_to_opttransmix
 class OptTransMixBC(OptTransMix):
     """OptTransMix + BC (AutoMix paper Table 4): Between-Class learning over real + barycenter samples."""
 

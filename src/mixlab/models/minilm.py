@@ -203,11 +203,8 @@ class MiniLM(TextNet):
     pretrained_tokenizer = True
 
     def __init__(self, num_classes: int, path: str | None = None, dropout: float = 0.1, max_length: int = 128,
-                 pretrained: bool = True, **unused):
-        super().__init__()
-        unused.pop("vocab_size", None)  # the trainer passes it to every text model; MiniLM has its own
-        if unused:
-            raise TypeError(f"minilm: unknown options {sorted(unused)}")
+                 pretrained: bool = True, vocab_size: int | None = None):
+        super().__init__()  # vocab_size: the trainer passes it to every text model; MiniLM has its own
         folder = find_weights(path)
         cfg = json.loads((folder / "config.json").read_text())
         dim, eps, p = cfg["hidden_size"], cfg["layer_norm_eps"], cfg["hidden_dropout_prob"]

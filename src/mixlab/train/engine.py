@@ -94,6 +94,11 @@ class TrainConfig:
         positive_int("world_size", self.world_size)
         positive_int("max_steps", self.max_steps, none="epochs bound the run")
         nonneg_int("eval_steps", self.eval_steps)
+        # options against the method's and model's signatures, before any data is loaded (unknown names: at setup)
+        if self.method in METHODS:
+            METHODS.check_options(self.method, self.method_kwargs)
+        if self.model in MODELS:
+            MODELS.check_options(self.model, self.model_kwargs)
 
     def identity(self) -> dict:
         d = dataclasses.asdict(self)
