@@ -48,6 +48,18 @@ def mix_grid(x: Tensor, x2: Tensor, x_mix: Tensor, t: Tensor, t2: Tensor, t_mix:
     return save_figure(fig, path, dpi=100)
 
 
+def mix_text(a: list[str], b: list[str], t: Tensor, t2: Tensor, lam: Tensor, t_mix: Tensor, classes: list[str],
+             title: str = "") -> str:
+    """Text mixes as text: per pair the two sentences with their labels, ``lam`` (on the first) and the soft
+    label; ``lam`` (n,)."""
+    lines = [title, ""] if title else []
+    for i in range(len(a)):
+        lines += [f"pair {i + 1}: lam = {float(lam[i]):.3f} on A, {1 - float(lam[i]):.3f} on B",
+                  f"  A [{label_text(t[i], classes, 1)}] {a[i]}", f"  B [{label_text(t2[i], classes, 1)}] {b[i]}",
+                  f"  soft label: {label_text(t_mix[i], classes)}", ""]
+    return "\n".join(lines)
+
+
 def line_plot(series: dict[str, tuple[list[float], list[float]]], path: str | Path, xlabel: str, ylabel: str,
               title: str = "") -> Path:
     """One line per name: ``{name: (xs, ys)}``."""

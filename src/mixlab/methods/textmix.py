@@ -82,6 +82,14 @@ class StageMixup(Method):
                              f"(1..{model.num_stages}; stage 0 would mix token ids)")
         return k
 
+    def site(self) -> str:
+        """Where the mix happens, in words (``mixlab show`` on text)."""
+        if self.stage is None:
+            return "the sentence vector (the pooled output of the last stage, before the classifier)"
+        if self.stage == 1:
+            return "the word embeddings (the output of the embedding stage, position by position)"
+        return f"the hidden state after stage {self.stage - 1} of the text model"
+
     def features(self, model, x: Tensor) -> Tensor:
         """The hidden state at the mixing point, ``stages[:k](x)`` (lambda-free: AMP computes it once)."""
         return model.forward_features(x, 0, self.mix_stage(model))
