@@ -1,5 +1,6 @@
 """Datasets: readers, checksums, subsets, augmentation."""
 import gzip
+import hashlib
 import shutil
 
 import pytest
@@ -60,8 +61,43 @@ def test_checksum_failure_names_file_and_expected_md5(tmp_path, data_root):
 
 
 def test_missing_file_says_where_to_put_it(tmp_path):
-    with pytest.raises(DatasetFileError, match=r"missing \(expected md5 9fb629c4.*Put the file there"):
+    with pytest.raises(DatasetFileError, match=r"missing \(expected md5 9fb629c4.*put the files there"):
         load_dataset("mnist", "test", tmp_path, download=False)
+
+
+def test_mistyped_data_dir_creates_nothing_and_says_what_is_missing(tmp_path, monkeypatch):
+    """A mistyped --data-dir used to leave an empty <dir>/mnist/ behind when the download failed."""
+    import mixlab.data.files as files
+
+    def offline(*args, **kwargs):
+        raise OSError("offline")
+
+    monkeypatch.setattr(files.urllib.request, "urlopen", offline)
+    typo = tmp_path / "shraed" / "data"
+    with pytest.raises(DatasetFileError) as error:
+        load_dataset("mnist", "train", typo)
+    assert not (tmp_path / "shraed").exists()
+    message = str(error.value)
+    assert f"The data root {typo} (from --data-dir) does not exist: a mistyped path?" in message
+    assert ("Missing: train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, t10k-images-idx3-ubyte.gz, "
+            "t10k-labels-idx1-ubyte.gz; expected layout: <data root>/mnist/{train-images-idx3-ubyte.gz") in message
+    assert "Fix: point --data-dir (or $MIXLAB_DATA) at the folder that holds mnist/" in message
+    assert "download from https://" in message and "failed (offline)" in message
+
+
+def test_download_writes_only_a_verified_file(tmp_path, monkeypatch):
+    import io
+
+    import mixlab.data.files as files
+
+    payload = b"mixlab test payload"
+    monkeypatch.setattr(files.urllib.request, "urlopen", lambda url, timeout: io.BytesIO(payload))
+    good = FileSpec("x.bin", hashlib.md5(payload).hexdigest(), "http://example.invalid/x.bin")
+    assert fetch("demo", good, tmp_path / "root").read_bytes() == payload
+    bad = FileSpec("y.bin", "0" * 32, "http://example.invalid/y.bin")
+    with pytest.raises(DatasetFileError, match="the downloaded file has md5 .*, expected 0{32}"):
+        fetch("other", bad, tmp_path / "root")
+    assert not (tmp_path / "root" / "other").exists()
 
 
 def test_offline_download_failure_is_clear(tmp_path):

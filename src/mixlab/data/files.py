@@ -63,37 +63,75 @@ def verify(path: Path, md5: str) -> None:
     _VERIFIED[key] = got
 
 
-def download(url: str, dest: Path, timeout: float = 30.0) -> None:
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=dest.parent, delete=False) as tmp:
+#: folder -> the file names of a complete copy (the layout error messages show); filled by the loaders' modules
+LAYOUTS: dict[str, tuple[str, ...]] = {}
+
+
+def download(url: str, dest: Path, timeout: float = 30.0, md5: str | None = None) -> None:
+    """Download ``url`` to ``dest``. Nothing is created under the data root unless the download succeeds (and
+    matches ``md5`` when given): the bytes go to the system's temporary folder first."""
+    with tempfile.NamedTemporaryFile(prefix="mixlab-download-", delete=False) as tmp:
         try:
             with urllib.request.urlopen(url, timeout=timeout) as response:
                 shutil.copyfileobj(response, tmp)
         except BaseException:
             os.unlink(tmp.name)
             raise
-    os.replace(tmp.name, dest)
+    got = md5sum(Path(tmp.name)) if md5 is not None else None
+    if got != md5:
+        os.unlink(tmp.name)
+        raise OSError(f"the downloaded file has md5 {got}, expected {md5}")
+    place(Path(tmp.name), dest)
+
+
+def place(src: Path, dest: Path) -> None:
+    """Move ``src`` to ``dest`` (creating its folder); ``dest`` appears whole or not at all."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.replace(src, dest)  # same file system: atomic
+    except OSError:  # another file system: copy beside dest, then rename
+        with tempfile.NamedTemporaryFile(dir=dest.parent, delete=False) as part, open(src, "rb") as f:
+            shutil.copyfileobj(f, part)
+        os.replace(part.name, dest)
+        os.unlink(src)
+
+
+def missing_message(folder: str, spec: FileSpec, root, failure: str = "") -> str:
+    """Which files of ``folder`` are missing, the expected layout, where the data root came from, how to fix it."""
+    base = data_root(root)
+    origin = ("--data-dir" if root is not None else "$MIXLAB_DATA" if os.environ.get("MIXLAB_DATA")
+              else "the default, as neither --data-dir nor $MIXLAB_DATA is set")
+    names = LAYOUTS.get(folder, ())
+    names = names if spec.name in names else (*names, spec.name)
+    missing = [n for n in names if not (base / folder / n).exists()]
+    lines = [f"{base / folder / spec.name} is missing (expected md5 {spec.md5}).{failure}"]
+    if not base.exists():
+        lines.append(f"The data root {base} (from {origin}) does not exist: a mistyped path?")
+    else:
+        lines.append(f"Data root {base} (from {origin}).")
+    lines.append(f"Missing: {', '.join(missing)}; expected layout: <data root>/{folder}/{{{', '.join(names)}}} "
+                 f"(original file names, checked by md5).")
+    fix = f"Fix: point --data-dir (or $MIXLAB_DATA) at the folder that holds {folder}/, or put the files there"
+    lines.append(fix + (f"; mixlab downloads them from {spec.url} when online." if spec.url and not failure
+                        else f" (official source: {spec.url})." if spec.url else "."))
+    return " ".join(lines)
 
 
 def fetch(folder: str, spec: FileSpec, root: str | os.PathLike | None = None, allow_download: bool = True) -> Path:
-    """Path of a verified dataset file, downloading it when missing (and allowed, and online)."""
+    """Path of a verified dataset file, downloading it when missing (and allowed, and online). Nothing is written
+    under the data root unless a download succeeds."""
     path = data_root(root) / folder / spec.name
     if not path.exists() and allow_download and spec.url:
         try:
             if spec.archive_member:
                 _fetch_from_archive(spec, path)
             else:
-                download(spec.url, path)
+                download(spec.url, path, md5=spec.md5)
         except OSError as error:
-            raise DatasetFileError(
-                f"{path} is missing and the download from {spec.url} failed ({error}). "
-                f"Put the file there (md5 {spec.md5}) or point --data-dir / MIXLAB_DATA at a folder that has "
-                f"{folder}/{spec.name}.") from error
+            raise DatasetFileError(missing_message(folder, spec, root, f" The download from {spec.url} failed "
+                                                                       f"({error}).")) from error
     if not path.exists():
-        where = f" Official source: {spec.url}." if spec.url else ""
-        raise DatasetFileError(
-            f"{path} is missing (expected md5 {spec.md5}).{where} Put the file there, or point --data-dir / "
-            f"MIXLAB_DATA at a folder that has {folder}/{spec.name}.")
+        raise DatasetFileError(missing_message(folder, spec, root))
     verify(path, spec.md5)
     return path
 

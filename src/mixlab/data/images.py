@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .files import DatasetFileError, FileSpec, data_root, fetch
+from .files import LAYOUTS, DatasetFileError, FileSpec, data_root, fetch
 
 
 @dataclass
@@ -69,6 +69,9 @@ KMNIST_FILES = (FileSpec("kmnist-test-imgs.npz", "dace6de62ca8b90843cc45366337d0
                 FileSpec("kmnist-test-labels.npz", "3ae489a79983d0fe386152684e3b5412",
                          "http://codh.rois.ac.jp/kmnist/dataset/kmnist/kmnist-test-labels.npz"))
 KMNIST_CLASSES = ["o", "ki", "su", "tsu", "na", "ha", "ma", "ya", "re", "wo"]
+LAYOUTS.update({name: tuple(f.name for split in ("train", "test") for f in files[split])
+                for name, files in IDX_FILES.items()})
+LAYOUTS["kmnist"] = tuple(f.name for f in KMNIST_FILES)
 
 
 def read_idx(path) -> np.ndarray:
@@ -131,6 +134,8 @@ CIFAR10_PY = {f"data_batch_{i}": m for i, m in enumerate(
      "634d18415352ddfa80567beed471001a", "482c414d41f54cd18b22e5b47cb7c3cb"], start=1)}
 CIFAR10_PY_TEST = {"test_batch": "40351d587109b95175f43aff81a1287e"}
 CIFAR100_PY = {"train": "16019d7e3df5f24257cddd939b257f8d", "test": "f0ef6b0ae62326f3e7ffdfab6717acfc"}
+LAYOUTS["cifar10"] = (*CIFAR10_BIN, "test_batch.bin")  # or the python batches data_batch_1..5, test_batch
+LAYOUTS["cifar100"] = tuple(CIFAR100_PY)
 CIFAR100_URL = "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz"
 
 

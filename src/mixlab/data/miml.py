@@ -17,10 +17,11 @@ import re
 import numpy as np
 import torch
 
-from .files import DatasetFileError, FileSpec, fetch
+from .files import LAYOUTS, DatasetFileError, FileSpec, fetch
 from .images import ImageData
 
 MIML_FILE = FileSpec("miml_03_data.arff", "739130d2029efed7e2300dcc7bd2423d")
+LAYOUTS["miml"] = (MIML_FILE.name,)
 MIML_CLASSES = ["desert", "mountains", "sea", "sunset", "trees"]
 _ROW = re.compile(r'^\s*(\d+)\s*,\s*"(.*)"\s*,\s*([01](?:\s*,\s*[01])*)\s*$')
 

