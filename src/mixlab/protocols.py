@@ -128,11 +128,27 @@ for pct in LOWRES_RATIOS[1:]:  # 3% is amp-trec-lowres
 register(Protocol("amp-trec-lowres", "AMP paper Table 3, first row: TREC with 3% of each class (160 labels), MiniLM",
                   dict(_LOWRES, data_kwargs={"ratio": 0.03}), ("sentmixup", "amp+sentmixup"), trials=10,
                   source="Liu et al. 2021, Table 3 (other rows: amp-trec-lowres-<pct>)"))
+_LOWRES_QUICK = dict(_AMP_QUICK, model="kim-cnn", model_kwargs={"embed_dim": 128}, max_steps=300)
 register(Protocol("amp-trec-lowres-quick", "CPU-sized variant of amp-trec-lowres: Kim CNN on 10% of TREC",
-                  dict(_AMP_QUICK, model="kim-cnn", model_kwargs={"embed_dim": 128}, max_steps=300,
-                       data_kwargs={"ratio": 0.10}), ("sentmixup", "amp+sentmixup"), trials=3,
+                  dict(_LOWRES_QUICK, data_kwargs={"ratio": 0.10}), ("sentmixup", "amp+sentmixup"), trials=3,
                   scaling="Kim CNN-rand (128-d) instead of BERT-base, 10% of each class (543 labels) instead of 3%, "
                           "300 steps at Adam lr 1e-3; no dev hold-out", source="Liu et al. 2021, Table 3 (scaled)"))
+# The other rows of Table 3 scaled the same way (the 10% row is amp-trec-lowres-quick above)
+for pct in LOWRES_RATIOS:
+    if pct != 10:
+        register(Protocol(f"amp-trec-lowres-{pct}-quick", f"CPU-sized variant of {pct}% TREC: Kim CNN",
+                          dict(_LOWRES_QUICK, data_kwargs={"ratio": pct / 100}), ("sentmixup", "amp+sentmixup"),
+                          trials=3, scaling=f"Kim CNN-rand (128-d) instead of BERT-base on {pct}% of each class, "
+                          "300 steps at Adam lr 1e-3; no dev hold-out", source="Liu et al. 2021, Table 3 (scaled)"))
+
+
+def lowres_protocol(pct: int, quick: bool = False) -> str:
+    """The protocol of AMP Table 3's row for ``pct`` % of each TREC class (3 % is ``amp-trec-lowres``)."""
+    if quick:
+        return "amp-trec-lowres-quick" if pct == 10 else f"amp-trec-lowres-{pct}-quick"
+    return "amp-trec-lowres" if pct == 3 else f"amp-trec-lowres-{pct}"
+
+
 # AutoMix paper, Table 5 "MIML (full)": mAP, 10 trials, 100 epochs, lr / 10 at 50 and 75, sigmoid cross-entropy.
 # The paper trains a ResNet-18 on the MIML images, which are not available; we train the bagnet stand-in on the
 # 9 x 15 bag features (a bag as a 1 x 9 x 15 input, no crop / flip). Batch size 50, weight decay 5e-4 are ours.

@@ -16,20 +16,56 @@ def add_parser(sub) -> None:
     p.add_argument("--trials", type=positive_int, default=None, help="seeds 0..T-1 (default: each protocol's)")
     p.add_argument("--report-dir", default=None, help="where report.md, results.json and PNGs go "
                    "(default <out>/reports/NAME[-quick])")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print every cell's resolution (protocol, method, options, run ids, available or why not) "
+                        "without training or writing anything; exit 1 if a cell is unavailable without a "
+                        "documented reason")
     p.add_argument("--no-progress", action="store_true")
     add_common(p)
     p.set_defaults(func=run)
 
 
+#: path-valued flags and the placeholder a report shows for them (never a machine's path); ``--report-dir`` keeps
+#: a relative value (e.g. ``docs/results/NAME``)
+PLACEHOLDERS = {"--out": "OUT", "--data-dir": "DATA", "--report-dir": "REPORT_DIR"}
+
+
+def shown_command(argv: list[str]) -> str:
+    """``mixlab ARGS`` as a report shows it: ``--out OUT``, ``--data-dir DATA``, an absolute ``--report-dir`` as
+    ``REPORT_DIR`` and any other absolute path as ``PATH``."""
+    def shown(flag: str | None, value: str) -> str:
+        absolute = value.startswith(("/", "~"))
+        if flag is not None and (flag != "--report-dir" or absolute):
+            return PLACEHOLDERS[flag]
+        return "PATH" if absolute else shlex.quote(value)
+
+    out, flag = [], None
+    for arg in argv:
+        name, eq, value = arg.partition("=")
+        if flag is not None:
+            out.append(shown(flag, arg))
+            flag = None
+        elif name in PLACEHOLDERS and eq:
+            out.append(f"{name}={shown(name, value)}")
+        else:
+            flag = arg if arg in PLACEHOLDERS else None
+            out.append(arg if flag else shown(None, arg))
+    return "mixlab " + " ".join(out)
+
+
 def run(args) -> int:
-    from ..reproduce import REPRODUCTIONS, run_reproduction
+    from ..reproduce import REPRODUCTIONS, dry_run, run_reproduction
 
     if args.list or not args.name:
         for name, r in sorted(REPRODUCTIONS.items()):
             print(f"{name:<22} {r.title}")
         return 0 if args.list else 2
+    if args.dry_run:
+        counts = dry_run(args.name, out=args.out, quick=args.quick, trials=args.trials, data_dir=args.data_dir,
+                         device=args.device)
+        return 1 if counts["unexplained"] else 0
     apply_threads(args)
-    command = "mixlab " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:2] == ["reproduce"] else None
+    command = shown_command(sys.argv[1:]) if sys.argv[1:2] == ["reproduce"] else None
     path = run_reproduction(args.name, out=args.out, quick=args.quick, trials=args.trials, data_dir=args.data_dir,
                             device=args.device, report_dir=args.report_dir,
                             progress=False if args.no_progress else None, command=command)

@@ -20,6 +20,14 @@ class DatasetFileError(RuntimeError):
     """A dataset file is missing or corrupt; the message says how to fix it."""
 
 
+class DatasetMissingError(DatasetFileError):
+    """A dataset file is not under the data root; ``downloadable``: mixlab knows its official source."""
+
+    def __init__(self, message: str, downloadable: bool = False):
+        super().__init__(message)
+        self.downloadable = downloadable
+
+
 @dataclass(frozen=True)
 class FileSpec:
     """One file of a dataset: its name under ``<root>/<folder>/``, md5, and where to get it."""
@@ -128,10 +136,10 @@ def fetch(folder: str, spec: FileSpec, root: str | os.PathLike | None = None, al
             else:
                 download(spec.url, path, md5=spec.md5)
         except OSError as error:
-            raise DatasetFileError(missing_message(folder, spec, root, f" The download from {spec.url} failed "
-                                                                       f"({error}).")) from error
+            raise DatasetMissingError(missing_message(folder, spec, root, f" The download from {spec.url} failed "
+                                                                         f"({error})."), True) from error
     if not path.exists():
-        raise DatasetFileError(missing_message(folder, spec, root))
+        raise DatasetMissingError(missing_message(folder, spec, root), bool(spec.url))
     verify(path, spec.md5)
     return path
 

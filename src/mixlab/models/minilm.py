@@ -47,11 +47,16 @@ def find_weights(path: str | os.PathLike | None = None) -> Path:
 
 
 def available() -> bool:
+    return unavailable_reason() is None
+
+
+def unavailable_reason() -> str | None:
+    """None when the weights are found, else what to install (``mixlab reproduce`` shows it for MiniLM cells)."""
     try:
         find_weights()
-        return True
-    except FileNotFoundError:
-        return False
+        return None
+    except FileNotFoundError as error:
+        return f"model `minilm` cannot be built here: {error}"
 
 
 def read_safetensors(path: Path) -> dict[str, Tensor]:
