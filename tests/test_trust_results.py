@@ -98,6 +98,8 @@ def test_bench_and_report_go_on_and_list_diverged_runs_apart(tmp_path, capsys, n
     assert main(["report", "--out", str(tmp_path), "--json"]) == 0
     rows = last_json(capsys.readouterr().out)
     assert [(r["status"], r["method"]) for r in rows] == [("ok", "erm"), ("diverged", nan_method)]
+    assert main(["eval", "accuracy", "--run", rows[1]["run_id"], "--out", str(tmp_path)]) == 2  # no model to evaluate
+    assert "diverged" in capsys.readouterr().err
 
 
 def test_reproduce_goes_on_and_exits_non_zero_naming_diverged_runs(tmp_path, capsys, monkeypatch, nan_method):

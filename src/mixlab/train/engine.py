@@ -343,7 +343,7 @@ def run_unless_locked(trainer: "Trainer", log, label: str) -> dict | None:
         except CorruptCheckpoint as error:
             aside = error.path.with_name(error.path.name + ".corrupt")
             os.replace(error.path, aside)
-            log(f"{label}: cannot read its checkpoint ({error.reason}); moved it aside to {aside}, training the "
+            log(f"{label}: cannot read its checkpoint, {error.reason}; moved it aside to {aside}, training the "
                 f"run from the start")
             return trainer.run(resume=True)
     except RunLocked as error:
