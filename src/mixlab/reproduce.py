@@ -27,7 +27,7 @@ from typing import Callable
 
 from .checks import positive_int
 from .registry import Registry
-from .results import ResultsStore
+from .results import ResultsStore, describe_diverged
 from .protocols import lowres_protocol
 from .results.store import mean_std
 
@@ -177,6 +177,7 @@ class Cell:
     values: list = field(default_factory=list)
     seeds: list = field(default_factory=list)
     run_seconds: dict = field(default_factory=dict)  # run id -> training seconds
+    diverged: list = field(default_factory=list)  # diverged_runs() entries: no value, listed in a footnote
 
 
 def resolve(row: Row, col: Column, quick: bool, data_dir: str | None, trials: int | None,
@@ -219,7 +220,8 @@ def resolve(row: Row, col: Column, quick: bool, data_dir: str | None, trials: in
     return Cell(protocol=name, note=note, seeds=list(range(n)))
 
 
-def resolve_all(rep: Reproduction, quick: bool, data_dir: str | None, trials: int | None, device: str = "cpu"):
+def resolve_all(rep: Reproduction, quick: bool, data_dir: str | None, trials: int | None, device: str = "cpu",
+                threads: int | None = None):
     """Every cell of every table (``grid[table][row][column]``, run ids filled in) and the runs they need
     (``{run_id: TrainConfig}`` in table order, deduplicated). Nothing is trained or written."""
     states: dict[str, str] = {}
@@ -237,7 +239,7 @@ def resolve_all(rep: Reproduction, quick: bool, data_dir: str | None, trials: in
                 if cell.unavailable:
                     continue
                 for seed in cell.seeds:
-                    config = train_config(cell, r, seed, device)
+                    config = train_config(cell, r, seed, device, threads)
                     cell.run_ids.append(config.run_id())
                     jobs.setdefault(config.run_id(), config)
     return grid, jobs
@@ -280,10 +282,12 @@ def dry_run(name: str, out: str | Path = "mixlab-out", quick: bool = False, tria
     return counts
 
 
-def train_config(cell: Cell, row: Row, seed: int, device: str):
+def train_config(cell: Cell, row: Row, seed: int, device: str, threads: int | None = None):
     from .protocols import get_protocol
 
     overrides = {"device": device}
+    if threads:
+        overrides["threads"] = threads
     if row.kwargs:
         overrides["method_kwargs"] = dict(row.kwargs)
     return get_protocol(cell.protocol).train_config(row.method, seed, **overrides)
@@ -310,9 +314,15 @@ def read_value(spec: str, run: dict, evals: dict[str, dict]) -> float | None:
 # ------------------------------------------------------------------------------------------------ running
 def run_reproduction(name: str, out: str | Path = "mixlab-out", quick: bool = False, trials: int | None = None,
                      data_dir: str | None = None, device: str = "cpu", report_dir: str | Path | None = None,
-                     progress: bool | None = None, command: str | None = None, log=print) -> Path:
-    """Train what is missing, evaluate, write ``report.md`` (+ ``results.json`` and PNGs) to ``report_dir``."""
+                     progress: bool | None = None, command: str | None = None, log=print,
+                     threads: int | None = None) -> Path:
+    """Train what is missing, evaluate, write ``report.md`` (+ ``results.json`` and PNGs) to ``report_dir``.
+
+    Runs that diverge are listed in the report (and in ``results.json`` under ``diverged``), never averaged;
+    the other runs go on. ``threads``: CPU threads per run (default: the engine's rule)."""
     from .eval import run_eval
+    from .eval.common import stored_eval
+    from .results import diverged_runs
     from .train import make_trainer, run_unless_locked
 
     positive_int("trials", trials, none="each protocol's")
@@ -322,7 +332,7 @@ def run_reproduction(name: str, out: str | Path = "mixlab-out", quick: bool = Fa
     store = ResultsStore(out)
     report_dir = Path(report_dir or Path(out) / "reports" / (name + ("-quick" if quick else "")))
     report_dir.mkdir(parents=True, exist_ok=True)
-    grid, jobs = resolve_all(rep, quick, data_dir, trials, device)
+    grid, jobs = resolve_all(rep, quick, data_dir, trials, device, threads)
     todo = [rid for rid in jobs if not store.has_run(rid)]
     log(f"reproduce {name}{' --quick' if quick else ''}: {len(jobs)} runs, {len(jobs) - len(todo)} found in "
         f"{Path(out) / 'results.db'}, {len(todo)} to train")
@@ -334,17 +344,37 @@ def run_reproduction(name: str, out: str | Path = "mixlab-out", quick: bool = Fa
         if result is None:
             locked.add(rid)
             continue
-        log(f"{label}: test error {result['test_error']:.2f}% ({result['train_seconds']:.1f} s)")
+        log(f"{label}: " + (f"DIVERGED at epoch {result['diverged_epoch']}, step {result['diverged_step']}"
+                            if result["status"] == "diverged" else f"test error {result['test_error']:.2f}%")
+            + f" ({result['train_seconds']:.1f} s)")
+    diverged = {d["run_id"]: d for d in diverged_runs([store.get_run(rid) for rid in jobs
+                                                       if rid not in locked and store.has_run(rid)])}
+    for d in diverged.values():
+        log(f"  {describe_diverged(d)}: no value in the report")
     # evaluations the columns read, on every run of the column (skipped when stored)
+    todo_evals = [(rid, c.value.split(":")[1]) for t, rows in zip(rep.tables, grid) for r, cells in zip(t.rows, rows)
+                  for c, cell in zip(t.columns, cells) if c.value.startswith("eval:") for rid in cell.run_ids
+                  if rid not in locked and rid not in diverged and stored_eval(out, rid, c.value.split(":")[1]) is None]
+    todo_evals = list(dict.fromkeys(todo_evals))
+    if todo_evals:
+        log(f"reproduce {name}: {len(todo_evals)} evaluations to run")
     for t, rows in zip(rep.tables, grid):
         for r, cells in zip(t.rows, rows):
             for c, cell in zip(t.columns, cells):
                 cell.run_ids = [rid for rid in cell.run_ids if rid not in locked]
+                cell.diverged = [diverged[rid] for rid in cell.run_ids if rid in diverged]
                 kinds = [c.value.split(":")[1]] if c.value.startswith("eval:") else []
                 for rid in cell.run_ids:
+                    if rid in diverged:
+                        continue
                     evals = {}
                     for kind in kinds:
+                        pending = (rid, kind) in todo_evals
+                        t_eval = time.perf_counter()
                         evals[kind] = run_eval(out, rid, kind, data_dir=data_dir, device=device, **c.eval_options)
+                        if pending:  # one line per evaluation actually run (they can take minutes)
+                            log(f"  [eval {todo_evals.index((rid, kind)) + 1}/{len(todo_evals)}] {kind} on {rid} "
+                                f"({time.perf_counter() - t_eval:.1f} s)")
                     run = store.get_run(rid)
                     v = read_value(c.value, run, evals)
                     if v is not None:
@@ -356,7 +386,7 @@ def run_reproduction(name: str, out: str | Path = "mixlab-out", quick: bool = Fa
                          "wall_seconds": wall, "trained": trained, "runs": len(jobs), "machine": machine(),
                          "skipped_locked": len(locked)})
     return write_report(rep, grid, quick, report_dir, out, wall, trained, len(jobs), data_dir, command,
-                        skipped=len(locked))
+                        skipped=len(locked), diverged=list(diverged.values()))
 
 
 def log_invocation(out, record: dict) -> None:
@@ -412,7 +442,7 @@ def machine() -> dict:
 
 
 def write_report(rep: Reproduction, grid, quick: bool, report_dir: Path, out, wall: float, trained: int,
-                 total: int, data_dir, command: str | None, skipped: int = 0) -> Path:
+                 total: int, data_dir, command: str | None, skipped: int = 0, diverged: list | None = None) -> Path:
     from .protocols import PROTOCOLS
 
     numbers = paper_numbers()
@@ -436,7 +466,12 @@ def write_report(rep: Reproduction, grid, quick: bool, report_dir: Path, out, wa
                   for e in earlier]
     if rep.notes:
         lines += ["", rep.notes]
-    results = {"name": rep.name, "quick": quick, "wall_seconds": wall, "machine": m, "tables": []}
+    results = {"name": rep.name, "quick": quick, "wall_seconds": wall, "machine": m, "tables": [],
+               "diverged": diverged or []}
+    if diverged:
+        lines += ["", f"**{len(diverged)} run(s) diverged** (non-finite training loss; stored with status "
+                      f"`diverged`, no value, never averaged):", ""]
+        lines += [f"- {describe_diverged(d)}" for d in diverged]
     used_protocols: dict[str, set] = {}
     figures = []
     for ti, (t, rows) in enumerate(zip(rep.tables, grid)):
@@ -474,10 +509,15 @@ def write_report(rep: Reproduction, grid, quick: bool, report_dir: Path, out, wa
                     out_cells.append(f"n/a [{footnotes.index(cell.unavailable) + 1}]")
                 elif cell.values:
                     mean, std = mean_std(cell.values)
-                    text = f"{fmt(mean, std)} (n={len(cell.values)})"
+                    text = f"{fmt(mean, std if len(cell.values) > 1 else None)} (n={len(cell.values)})"
                     out_cells.append(f"**{text}**" if mean == best[j] and len(t.rows) > 1 else text)
                 else:
                     out_cells.append("no result")
+                if cell.diverged:
+                    why = (f"{len(cell.diverged)} of {len(cell.run_ids)} runs diverged and are left out: "
+                           + "; ".join(describe_diverged(d) for d in cell.diverged))
+                    footnotes.append(why)
+                    out_cells[-1] += f" [{len(footnotes)}]"
                 if cell.note:
                     if cell.note not in footnotes:
                         footnotes.append(cell.note)

@@ -45,6 +45,8 @@ def _shutdown_distributed(ok: bool) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    if not sys.stdout.isatty() and hasattr(sys.stdout, "reconfigure"):
+        sys.stdout.reconfigure(line_buffering=True)  # a log file / CI sees each line as it is printed
     parser = build_parser()
     args = parser.parse_args(argv)
     ok = False

@@ -4,6 +4,7 @@ from __future__ import annotations
 import time
 
 from .common import add_common, apply_threads, parse_kv, positive_int, print_json
+from .train import EXIT_DIVERGED
 
 
 def add_parser(sub) -> None:
@@ -20,27 +21,55 @@ def add_parser(sub) -> None:
                         "validation set), not on the test set")
     p.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     p.add_argument("--no-progress", action="store_true")
-    add_common(p)
+    add_common(p, training=True)
     p.set_defaults(func=run)
 
 
 def format_table(rows: list[dict], baseline: str | None = "erm") -> str:
+    from ..results.store import format_mean_std
+
     base = next((r for r in rows if r["method"] == baseline), None)
     lines = [f"{'method':<22}{'error % (mean +- std)':>24}{'trials':>8}{'vs ' + (baseline or ''):>10}{'s/trial':>9}"]
     for r in rows:
         delta = f"{r['mean_error'] - base['mean_error']:+.2f}" if base else ""
-        lines.append(f"{r['method']:<22}{r['mean_error']:>14.2f} +- {r['std_error']:<6.2f}{r['trials']:>8}"
-                     f"{delta:>10}{r['train_seconds']:>9.1f}")
+        lines.append(f"{r['method']:<22}{format_mean_std(r['mean_error'], r['std_error'], r['trials'], 24)}"
+                     f"{r['trials']:>8}{delta:>10}{r['train_seconds']:>9.1f}")
     return "\n".join(lines)
+
+
+#: settings shown in the bench header (TrainConfig fields), in this order
+HEADER_FIELDS = ("dataset", "model", "model_kwargs", "subset_per_class", "epochs", "batch_size", "optimizer", "lr",
+                 "schedule", "milestones", "max_steps", "test_limit", "holdout_per_class", "method_kwargs")
+
+
+def format_settings(protocol, config, trials: int, overrides: dict) -> str:
+    """The settings the runs use (as trained, not as the protocol's description says); ``(protocol: X)`` marks
+    a setting overridden on the command line."""
+    identity = config.identity()
+    parts = []
+    for name in HEADER_FIELDS:
+        value = getattr(config, name)
+        if value in (None, {}, ()) and name not in overrides:
+            continue
+        text = f"{name} {value}"
+        if name in overrides and name != "method_kwargs" and protocol.config.get(name) != value:
+            text += f" (protocol: {protocol.config.get(name)})"
+        parts.append(text)
+    parts.append(f"trials {trials}" + (f" (protocol: {protocol.trials})" if trials != protocol.trials else ""))
+    threads = identity.get("threads")
+    parts.append(f"device {identity['device']}" + (f", {threads} CPU thread{'s' * (threads != 1)} per run"
+                                                   if threads else ""))
+    return "settings: " + ", ".join(parts)
 
 
 def run_protocol(protocol, methods, trials, out, data_dir=None, device="cpu", progress=None, overrides=None,
                  log=print) -> list[dict]:
-    """Train every (method, seed) of a protocol not yet in the store; return the summary rows.
+    """Train every (method, seed) of a protocol not yet in the store; return the summary rows and the runs that
+    diverged (listed apart, never averaged; the other runs go on).
 
     ``overrides`` replace protocol fields; its ``method_kwargs`` are added to every method's options."""
     from ..checks import positive_int
-    from ..results import ResultsStore, summarize
+    from ..results import ResultsStore, describe_diverged, diverged_runs, summarize
     from ..train import make_trainer, run_unless_locked
 
     positive_int("trials", trials)
@@ -60,8 +89,14 @@ def run_protocol(protocol, methods, trials, out, data_dir=None, device="cpu", pr
         if result is None:  # another bench on the same --out is training it right now
             run_ids.pop()
             continue
-        log(f"{label}: test error {result['test_error']:.2f}% ({result['train_seconds']:.1f} s)")
+        log(f"{label}: " + (f"DIVERGED at epoch {result['diverged_epoch']}, step {result['diverged_step']} "
+                            f"(no test error)" if result["status"] == "diverged"
+                            else f"test error {result['test_error']:.2f}%")
+            + f" ({result['train_seconds']:.1f} s)")
     runs = [store.get_run(r) for r in run_ids]
+    diverged = diverged_runs(runs)
+    for d in diverged:
+        log(f"  {describe_diverged(d)}: left out of the table")
     rows = summarize(runs, keys=("method",))
     for key, _ in EXTRA_METRICS:  # e.g. text protocols: dev-selected and best-step errors, from the metrics JSON
         extra = {r["method"]: r for r in summarize([{**r["metrics"], "method": r["method"]} for r in runs],
@@ -69,7 +104,7 @@ def run_protocol(protocol, methods, trials, out, data_dir=None, device="cpu", pr
         for row in rows:
             if row["method"] in extra:
                 row[key] = {k: extra[row["method"]][k] for k in ("mean_error", "std_error", "errors")}
-    return rows
+    return rows, diverged
 
 
 #: result keys summarised beside the final test error when runs report them (mixlab.train.text)
@@ -92,6 +127,7 @@ def format_extra(rows: list[dict]) -> str:
 def run(args) -> int:
     from ..protocols import PROTOCOLS, get_protocol
     from ..registry import METHODS
+    from ..results import describe_diverged
 
     if args.list or not args.protocol:
         for name in sorted(PROTOCOLS):
@@ -109,12 +145,16 @@ def run(args) -> int:
         overrides["holdout_per_class"] = args.holdout_per_class
     if args.method_arg:
         overrides["method_kwargs"] = parse_kv(args.method_arg)
+    if args.threads:
+        overrides["threads"] = args.threads
     print(f"protocol {protocol.name}: {protocol.description}")
     if protocol.scaling:
         print(f"scaled: {protocol.scaling}")
+    print(format_settings(protocol, protocol.train_config(methods[0], 0, device=args.device, **overrides), trials,
+                          overrides))
     t0 = time.perf_counter()
-    rows = run_protocol(protocol, methods, trials, args.out, args.data_dir, args.device,
-                        False if args.no_progress else None, overrides)
+    rows, diverged = run_protocol(protocol, methods, trials, args.out, args.data_dir, args.device,
+                                  False if args.no_progress else None, overrides)
     wall = time.perf_counter() - t0
     if args.holdout_per_class:
         print(f"errors below are on the validation holdout ({args.holdout_per_class} per class of the training "
@@ -125,9 +165,14 @@ def run(args) -> int:
         print("final-step error above; error % of the same runs selected otherwise:")
         print(extra)
     print(f"wall time {wall:.1f} s; results in {args.out}/results.db")
+    if diverged:
+        print(f"{len(diverged)} run(s) diverged (non-finite training loss), not in the table above:")
+        for d in diverged:
+            print(f"  {describe_diverged(d)}")
     if args.json:
         print_json({"protocol": protocol.name, "trials": trials, "wall_seconds": wall,
                     "methods": {r["method"]: {k: r[k] for k in ("mean_error", "std_error", "errors", "trials",
                                                                 "seeds", *dict(EXTRA_METRICS)) if k in r}
-                                for r in rows}})
-    return 0
+                                for r in rows},
+                    "diverged": diverged})
+    return EXIT_DIVERGED if diverged else 0

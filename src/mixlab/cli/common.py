@@ -44,12 +44,17 @@ def int_list(lo: int = 0):
     return parse
 
 
-def add_common(p: argparse.ArgumentParser, out_default: str = "mixlab-out") -> None:
+def add_common(p: argparse.ArgumentParser, out_default: str = "mixlab-out", training: bool = False) -> None:
+    """``--data-dir --out --device --threads --debug``; ``training``: the command trains runs, whose CPU threads
+    are part of their identity (one per run by default, see ``mixlab.train.engine.default_threads``)."""
     p.add_argument("--data-dir", default=None, help="data root (default: $MIXLAB_DATA, else ~/.cache/mixlab)")
     p.add_argument("--out", default=out_default, help=f"output folder with results.db and runs/ (default {out_default})")
-    p.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"], help="training device")
-    p.add_argument("--threads", type=positive_int, default=None, help="CPU threads for torch (default: torch's choice)")
-    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"], help="training device (default: cpu)")
+    p.add_argument("--threads", type=positive_int, default=None, help=(
+        "CPU threads (torch intra-op) of each run; part of the run's identity, as they change its numbers "
+        "(default: 1, or every core for models that declare parallel_cpu, e.g. ResNets)") if training else
+        "CPU threads for torch (default: torch's choice)")
+    p.add_argument("--debug", action="store_true", help="show tracebacks (default: off)")
 
 
 def parse_kv(pairs: list[str] | None) -> dict:

@@ -16,20 +16,26 @@ def add_parser(sub) -> None:
 def run(args) -> int:
     from pathlib import Path
 
-    from ..results import ResultsStore, summarize
+    from ..results import ResultsStore, describe_diverged, diverged_runs, summarize
+    from ..results.store import format_mean_std
 
     if not (Path(args.out) / "results.db").exists():
         raise FileNotFoundError(f"no results.db in {args.out}; run mixlab train or bench with --out {args.out}")
     where = {k: v for k, v in (("protocol", args.protocol), ("dataset", args.dataset)) if v}
-    rows = summarize(ResultsStore(args.out).runs(**where))
-    if args.json:
-        print_json(rows)
+    runs = ResultsStore(args.out).runs(**where)
+    rows, diverged = summarize(runs), diverged_runs(runs)
+    if args.json:  # one entry per configuration (status "ok"), then one per diverged run (status "diverged")
+        print_json([{"status": "ok", **r} for r in rows] + diverged)
         return 0
     header = (f"{'protocol':<26}{'dataset':<15}{'model':<16}{'method':<20}{'evaluated on':<24}"
               f"{'error % (mean +- std)':>24}{'n':>4}")
     print(header)
     for r in rows:
         print(f"{str(r['protocol']):<26}{r['dataset']:<15}{r['model']:<16}{r['method']:<20}{r['evaluated_on']:<24}"
-              f"{r['mean_error']:>14.2f} +- {r['std_error']:<6.2f}{r['trials']:>4}"
+              f"{format_mean_std(r['mean_error'], r['std_error'], r['trials'], 24)}{r['trials']:>4}"
               + (f"   [{r['variant']}]" if r["variant"] else ""))
+    if diverged:
+        print(f"\ndiverged (non-finite training loss; no error, not averaged above): {len(diverged)} run(s)")
+        for d in diverged:
+            print(f"  {d['protocol']} {d['dataset']} {d['model']}: {describe_diverged(d)}")
     return 0

@@ -2,10 +2,12 @@
 allow, and write a Markdown report with the paper's numbers beside ours (resumable: finished runs are skipped)."""
 from __future__ import annotations
 
+import json
 import shlex
 import sys
 
 from .common import add_common, apply_threads, positive_int
+from .train import EXIT_DIVERGED
 
 
 def add_parser(sub) -> None:
@@ -21,7 +23,7 @@ def add_parser(sub) -> None:
                         "without training or writing anything; exit 1 if a cell is unavailable without a "
                         "documented reason")
     p.add_argument("--no-progress", action="store_true")
-    add_common(p)
+    add_common(p, training=True)
     p.set_defaults(func=run)
 
 
@@ -55,6 +57,7 @@ def shown_command(argv: list[str]) -> str:
 
 def run(args) -> int:
     from ..reproduce import REPRODUCTIONS, dry_run, run_reproduction
+    from ..results import describe_diverged
 
     if args.list or not args.name:
         for name, r in sorted(REPRODUCTIONS.items()):
@@ -68,6 +71,12 @@ def run(args) -> int:
     command = shown_command(sys.argv[1:]) if sys.argv[1:2] == ["reproduce"] else None
     path = run_reproduction(args.name, out=args.out, quick=args.quick, trials=args.trials, data_dir=args.data_dir,
                             device=args.device, report_dir=args.report_dir,
-                            progress=False if args.no_progress else None, command=command)
+                            progress=False if args.no_progress else None, command=command, threads=args.threads)
     print(f"report: {path}")
+    diverged = json.loads((path.parent / "results.json").read_text()).get("diverged", [])
+    if diverged:
+        print(f"{len(diverged)} run(s) diverged (non-finite training loss; listed in the report, not averaged):")
+        for d in diverged:
+            print(f"  {describe_diverged(d)}")
+        return EXIT_DIVERGED
     return 0

@@ -18,13 +18,20 @@ def load_run(out: str | Path, run_id: str, device: str = "cpu", data_dir: str | 
     The returned trainer exposes ``model``, ``config``, ``x_test``, ``y_test``, ``augment``, ``num_classes``,
     ``train_data``, ``test_data`` and ``multilabel``; nothing is trained.
     """
-    from ..train.engine import TrainConfig, derive_seed, make_trainer
+    from ..results import ResultsStore
+    from ..train.engine import TrainConfig, derive_seed, make_trainer, read_checkpoint
 
     path = Path(out) / "runs" / run_id / "checkpoint.pt"
+    run = ResultsStore(out).get_run(run_id) if (Path(out) / "results.db").exists() else None
+    if run and run.get("status", "ok") != "ok":
+        m = run["metrics"]
+        raise ValueError(f"run {run_id} {run['status']} (non-finite training loss at epoch "
+                         f"{m.get('diverged_epoch')}, step {m.get('diverged_step')}): there is no trained model "
+                         f"to evaluate")
     if not path.exists():
         raise FileNotFoundError(f"no checkpoint {path}; train the run first (mixlab train / bench / reproduce "
                                 f"with --out {out})")
-    state = torch.load(path, map_location="cpu", weights_only=False)
+    state = read_checkpoint(path)
     config = TrainConfig.from_identity(state["config"])
     config.device = device
     trainer = make_trainer(config, out=out, data_dir=data_dir, progress=False, store=False)

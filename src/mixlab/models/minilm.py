@@ -205,6 +205,8 @@ class MiniLM(TextNet):
         pretrained: load the weights (False: random init of the same shape, for tests of the plumbing only).
     """
 
+    parallel_cpu = True  # enough work per batch for every CPU thread (mixlab.train.engine.default_threads)
+
     pretrained_tokenizer = True
 
     def __init__(self, num_classes: int, path: str | None = None, dropout: float = 0.1, max_length: int = 128,

@@ -54,6 +54,8 @@ def make_group(block, c_in: int, c_out: int, n: int, stride: int, **kw) -> nn.Se
 
 
 class PreActResNet18(StagedNet):
+    parallel_cpu = True  # enough work per batch for every CPU thread (mixlab.train.engine.default_threads)
+
     def __init__(self, num_classes: int = 10, in_channels: int = 3, width: int = 64, stem_stride: int = 1,
                  stem_bn: bool = False, image_size: int | None = None):
         super().__init__()
@@ -73,6 +75,8 @@ class PreActResNet18(StagedNet):
 class ResNet18(StagedNet):
     """ResNet-18, CIFAR variant (3x3 stem with BN-ReLU, no max-pool), post-activation basic blocks."""
 
+    parallel_cpu = True  # enough work per batch for every CPU thread (mixlab.train.engine.default_threads)
+
     def __init__(self, num_classes: int = 10, in_channels: int = 3, width: int = 64, stem_stride: int = 1,
                  image_size: int | None = None):
         super().__init__()
@@ -89,6 +93,8 @@ class ResNet18(StagedNet):
 
 class WideResNet(StagedNet):
     """WRN-d-k (Zagoruyko and Komodakis 2016), pre-activation wide blocks; WRN-28-10 by default."""
+
+    parallel_cpu = True  # enough work per batch for every CPU thread (mixlab.train.engine.default_threads)
 
     def __init__(self, num_classes: int = 10, in_channels: int = 3, depth: int = 28, widen: int = 10,
                  dropout: float = 0.0, image_size: int | None = None):

@@ -1,3 +1,3 @@
-from .store import ResultsStore, summarize
+from .store import ResultsStore, describe_diverged, diverged_runs, summarize
 
-__all__ = ["ResultsStore", "summarize"]
+__all__ = ["ResultsStore", "describe_diverged", "diverged_runs", "summarize"]

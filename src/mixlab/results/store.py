@@ -1,7 +1,9 @@
 """The results store: one SQLite database per output folder, one row per finished run.
 
 Each row is written in a single transaction (SQLite's journal makes it atomic), so an interrupted process
-never leaves a half row; unfinished runs live only in their checkpoints until they finish.
+never leaves a half row; unfinished runs live only in their checkpoints until they finish. A row's ``status`` is
+``ok``, or ``diverged`` for a run stopped by a non-finite training loss (no test error; its metrics say at which
+epoch and step): such runs are listed apart (:func:`diverged_runs`) and never averaged (:func:`summarize`).
 """
 from __future__ import annotations
 
@@ -28,7 +30,8 @@ CREATE TABLE IF NOT EXISTS runs (
     samples_per_second REAL,
     config TEXT NOT NULL,
     metrics TEXT NOT NULL,
-    versions TEXT NOT NULL
+    versions TEXT NOT NULL,
+    status TEXT NOT NULL DEFAULT 'ok'
 );
 CREATE TABLE IF NOT EXISTS evals (
     run_id TEXT NOT NULL,
@@ -40,6 +43,10 @@ CREATE TABLE IF NOT EXISTS evals (
 """
 
 
+COLUMNS = ("run_id", "created", "protocol", "method", "dataset", "model", "seed", "epochs", "test_error",
+           "test_top5_error", "train_seconds", "samples_per_second", "config", "metrics", "versions", "status")
+
+
 def versions() -> dict:
     import numpy
     import torch
@@ -48,7 +55,8 @@ def versions() -> dict:
 
     return {"mixlab": __version__, "torch": torch.__version__, "numpy": numpy.__version__,
             "python": platform.python_version(), "platform": platform.platform(),
-            "cuda": torch.version.cuda if torch.cuda.is_available() else None}
+            "cuda": torch.version.cuda if torch.cuda.is_available() else None,
+            "cpu_capability": torch.backends.cpu.get_cpu_capability(), "torch_threads": torch.get_num_threads()}
 
 
 class ResultsStore:
@@ -59,6 +67,9 @@ class ResultsStore:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self._connect() as db:
             db.executescript(SCHEMA)
+            columns = {row["name"] for row in db.execute("PRAGMA table_info(runs)")}
+            if "status" not in columns:  # a store written before runs had a status: all its rows finished normally
+                db.execute("ALTER TABLE runs ADD COLUMN status TEXT NOT NULL DEFAULT 'ok'")
 
     def _connect(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.path, timeout=60)
@@ -70,9 +81,9 @@ class ResultsStore:
                result["model"], int(result["seed"]), result.get("epochs"), result.get("test_error"),
                result.get("test_top5_error"), result.get("train_seconds"), result.get("samples_per_second"),
                json.dumps(config, sort_keys=True, default=str), json.dumps(result, sort_keys=True, default=str),
-               json.dumps(versions(), sort_keys=True))
+               json.dumps(versions(), sort_keys=True), result.get("status", "ok"))
         with self._connect() as db:  # one transaction: the row lands whole or not at all
-            db.execute("INSERT OR REPLACE INTO runs VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", row)
+            db.execute(f"INSERT OR REPLACE INTO runs ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(row))})", row)
 
     def add_eval(self, run_id: str, kind: str, metrics: dict) -> None:
         with self._connect() as db:
@@ -116,6 +127,12 @@ def mean_std(values: list[float]) -> tuple[float, float]:
     return mean, std
 
 
+def format_mean_std(mean: float, std: float, n: int, width: int = 0) -> str:
+    """``mean +- std`` over ``n`` values; a single value has no spread, so ``mean (n=1)``."""
+    text = f"{mean:.2f} +- {std:.2f}" if n > 1 else f"{mean:.2f} (n=1)"
+    return f"{text:>{width}}"
+
+
 def _flat(d: dict, prefix: str = "") -> dict:
     out = {}
     for k, v in d.items():
@@ -137,7 +154,7 @@ def summarize(runs: list[dict], keys=("protocol", "dataset", "model", "method"),
     groups: dict[tuple, list[dict]] = {}
     flat: dict[tuple, dict] = {}  # each group's config (seed left out), flattened to "a.b" keys
     for r in runs:
-        if r.get(metric) is None:
+        if r.get(metric) is None or r.get("status", "ok") != "ok":  # diverged runs: diverged_runs()
             continue
         config = {k: v for k, v in (r.get("config") or {}).items() if k != "seed"}
         group = (tuple(r.get(k) for k in keys), json.dumps(config, sort_keys=True, default=str))
@@ -161,3 +178,21 @@ def summarize(runs: list[dict], keys=("protocol", "dataset", "model", "method"),
                      "std_error": std, "errors": vals, "seeds": [m["seed"] for m in members],
                      "train_seconds": sum(m.get("train_seconds") or 0 for m in members) / len(members)})
     return rows
+
+
+def diverged_runs(runs: list[dict]) -> list[dict]:
+    """The runs stopped by a non-finite training loss, one entry each (they have no error to average)."""
+    out = []
+    for r in runs:
+        if r.get("status", "ok") == "diverged":
+            m = r.get("metrics") or r
+            out.append({"status": "diverged", "run_id": r["run_id"], "protocol": r.get("protocol"),
+                        "dataset": r["dataset"], "model": r["model"], "method": r["method"], "seed": r["seed"],
+                        "diverged_epoch": m.get("diverged_epoch"), "diverged_step": m.get("diverged_step")})
+    return out
+
+
+def describe_diverged(d: dict) -> str:
+    """One line for a diverged run (``diverged_runs`` entry)."""
+    return (f"{d['method']} seed {d['seed']} ({d['run_id']}): diverged at epoch {d['diverged_epoch']}, "
+            f"step {d['diverged_step']}")

@@ -88,6 +88,15 @@ def all_reduce_mean(value: Tensor) -> Tensor:
     return value / get_world_size()
 
 
+def all_reduce_min(value: Tensor) -> Tensor:
+    """Minimum of a tensor over ranks (a copy; identity when single-process)."""
+    if not is_distributed():
+        return value
+    value = value.detach().clone()
+    dist.all_reduce(value, op=dist.ReduceOp.MIN)
+    return value
+
+
 def broadcast_buffers(module: nn.Module, src: int = 0) -> None:
     """Copy rank ``src``'s buffers (BatchNorm running statistics) to every rank, in place."""
     if is_distributed():

@@ -3,6 +3,11 @@
 Determinism: every random stream (shuffling, augmentation, the method's generator, torch's global RNG for
 dropout) is re-derived from ``(seed, epoch)`` at the start of each epoch, so resuming from the checkpoint of
 epoch ``e`` replays epochs ``e+1..`` exactly as an uninterrupted run would.
+
+Run identity (:meth:`TrainConfig.identity`, hashed into the run id) covers everything known to change a run's
+numbers: the configuration, the device kind, for a CPU run the instruction set torch's kernels use and the
+threads (float sums are split and vectorised differently), the precision flags, and the code
+(:data:`ENGINE_REVISION` and the method's ``revision``). See docs/architecture.md, "Run identity".
 """
 from __future__ import annotations
 
@@ -29,6 +34,38 @@ from ..data.subsets import per_class_indices
 from ..methods.base import Method, as_targets, derive_seed, multilabel_bce, soft_cross_entropy
 from ..registry import DATASETS, METHODS, MODELS
 from . import distributed as ddp
+
+
+#: Bumped whenever the engine, a model, data loading or augmentation changes the numbers a configuration gives
+#: (a method's own code has its ``revision``); part of every run's identity, so a store never reuses such runs.
+#: 1: identity covers CPU threads, device kind and this revision (issue 16); earlier runs had none of them.
+ENGINE_REVISION = 1
+
+
+def device_kind(name: str) -> str:
+    """``"cpu"`` or ``"cuda"`` for a device name (``"auto"`` resolved on this machine, ``"cuda:1"`` -> ``"cuda"``)."""
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(name).type
+
+
+#: model attribute: the model's per-batch work is large enough on a CPU for more than one thread to pay
+PARALLEL_CPU_ATTR = "parallel_cpu"
+
+
+def default_threads(config: "TrainConfig") -> int:
+    """CPU threads of a run that does not set ``threads``: one, unless the model declares ``parallel_cpu = True``
+    (ResNets, MiniLM), then every CPU this process may use.
+
+    Why one: the models of the CPU-sized protocols (cnn11 at width x0.25, Kim CNN, BagNet) do too little work per
+    batch for a second thread to pay, and on a shared machine several threads per process wait on each other
+    (``digits-quick`` trained about 9x faster with one thread per run on a loaded 2-core machine). One thread also
+    gives the same run, and the same numbers, on machines with any number of cores.
+    """
+    model = MODELS.get(config.model, None)
+    if getattr(model, PARALLEL_CPU_ATTR, False):
+        return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return 1
 
 
 @dataclass
@@ -67,6 +104,8 @@ class TrainConfig:
     bf16: bool = False  # bfloat16 autocast around forward passes (training and evaluation)
     compile: bool = False  # torch.compile every stage / child module of the model (in place)
     world_size: int = 1  # processes training together; set from torchrun's WORLD_SIZE by the Trainer
+    #: torch intra-op threads of a CPU run (None: :func:`default_threads`); part of a CPU run's identity
+    threads: int | None = None
     # text protocols (mixlab.train.text); left out of the identity while unset, so image run ids are unchanged
     max_steps: int | None = None  # stop after this many optimiser steps (epochs then only bound the loop)
     eval_steps: int = 0  # evaluate dev and test every N steps (dev-selected / best-step errors)
@@ -101,13 +140,22 @@ class TrainConfig:
             MODELS.check_options(self.model, self.model_kwargs)
 
     def identity(self) -> dict:
+        """What makes the run's numbers: the fields (optional ones only when set), the device kind; for a CPU run
+        the CPU's instruction set as torch dispatches on it (``cpu_capability``, e.g. ``AVX512``) and the threads
+        (resolved by :func:`default_threads` when unset); ``engine_revision`` and the method's ``method_revision``
+        (when not 0)."""
         d = dataclasses.asdict(self)
         d["milestones"] = list(d["milestones"])
-        for name, default in _OPTIONAL_IDENTITY.items():  # keep the run ids of default runs as they were
+        d["device"] = device_kind(self.device)
+        if d["device"] == "cpu":  # the kernels torch picks for this CPU's instruction set, and how many threads
+            d["cpu_capability"] = torch.backends.cpu.get_cpu_capability()
+            d["threads"] = self.threads or default_threads(self)
+        for name, default in _OPTIONAL_IDENTITY.items():  # optional fields appear only when set
             if d[name] == default:
                 del d[name]
         if d.get("train_classes") is not None:
             d["train_classes"] = list(d["train_classes"])
+        d["engine_revision"] = ENGINE_REVISION
         target = METHODS.get(self.method, None)
         revision = getattr(getattr(target, "func", target), "revision", 0)  # functools.partial entries too
         if revision:
@@ -118,7 +166,8 @@ class TrainConfig:
     def from_identity(cls, d: dict) -> "TrainConfig":
         """The config of a stored run (``identity()`` or a checkpoint's ``config``); unknown keys are refused."""
         d = dict(d)
-        d.pop("method_revision", None)  # a property of the method's code, not a field
+        for key in ("method_revision", "engine_revision", "cpu_capability"):  # of the code / machine, not fields
+            d.pop(key, None)
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - names)
         if unknown:
@@ -135,7 +184,7 @@ class TrainConfig:
 
 _OPTIONAL_IDENTITY = {"grad_clip": None, "channels_last": False, "bf16": False, "compile": False, "world_size": 1,
                       "max_steps": None, "eval_steps": 0, "data_kwargs": {}, "train_classes": None,
-                      "holdout_per_class": None}
+                      "holdout_per_class": None, "threads": None}
 
 
 def compile_model(model: nn.Module, **kwargs) -> nn.Module:
@@ -282,10 +331,48 @@ def run_lock(run_dir: Path):
         os.close(fd)
 
 
-def run_unless_locked(trainer: "Trainer", log, label: str) -> dict | None:
-    """``trainer.run(resume=True)``, or None (with a line in ``log``) while another process trains the same run."""
+class CorruptCheckpoint(RuntimeError):
+    """A checkpoint file that cannot be read (empty, truncated, or not a mixlab checkpoint)."""
+
+    def __init__(self, path: Path, reason: str):
+        self.path, self.reason = Path(path), reason
+        super().__init__(f"cannot read the checkpoint {path}: {reason}. Delete or rename the file to train this "
+                         f"run from the start (mixlab bench and reproduce move it aside to "
+                         f"{Path(path).name}.corrupt and do so themselves)")
+
+
+#: what every checkpoint written by :meth:`Trainer.save_checkpoint` holds
+CHECKPOINT_KEYS = ("epoch", "config", "model", "method", "optimizer", "history", "train_seconds")
+
+
+def read_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict:
+    """A checkpoint's contents; :class:`CorruptCheckpoint` (naming the file) when it cannot be read."""
+    path = Path(path)
+    if path.stat().st_size == 0:
+        raise CorruptCheckpoint(path, "the file is empty (0 bytes)")
     try:
-        return trainer.run(resume=True)
+        state = torch.load(path, map_location=map_location, weights_only=False)
+    except Exception as error:  # noqa: BLE001  (torch raises EOFError, RuntimeError, UnpicklingError, ...)
+        raise CorruptCheckpoint(path, f"it is truncated or damaged ({type(error).__name__}: {error})") from None
+    missing = [k for k in CHECKPOINT_KEYS if not isinstance(state, dict) or k not in state]
+    if missing:
+        raise CorruptCheckpoint(path, f"it is not a mixlab checkpoint (no {', '.join(missing)})")
+    return state
+
+
+def run_unless_locked(trainer: "Trainer", log, label: str) -> dict | None:
+    """``trainer.run(resume=True)`` for bench and reproduce, or None (with a line in ``log``) while another
+    process trains the same run. An unreadable checkpoint is moved aside to ``<name>.corrupt`` (with a line in
+    ``log``) and the run trained from the start, so one damaged file does not stop a sweep."""
+    try:
+        try:
+            return trainer.run(resume=True)
+        except CorruptCheckpoint as error:
+            aside = error.path.with_name(error.path.name + ".corrupt")
+            os.replace(error.path, aside)
+            log(f"{label}: cannot read its checkpoint, {error.reason}; moved it aside to {aside}, training the "
+                f"run from the start")
+            return trainer.run(resume=True)
     except RunLocked as error:
         log(f"{label}: skipped, {error}; run this command again afterwards to include it")
         return None
@@ -335,8 +422,13 @@ class Trainer:
 
     # ------------------------------------------------------------------------------------------ set-up
     def setup(self) -> None:
-        """Load data, build model, method and optimiser (hooks below may be overridden by subclasses)."""
+        """Set the run's CPU threads (part of its identity: they change its numbers), load data, build model,
+        method and optimiser (hooks below may be overridden by subclasses). :meth:`run` restores the caller's
+        thread count afterwards; code that calls ``setup`` itself keeps the run's."""
         c = self.config
+        threads = c.identity().get("threads")
+        if threads:
+            torch.set_num_threads(threads)
         self.load_data()
         torch.manual_seed(derive_seed(c.seed, "init"))
         self.model = self.build_model()
@@ -468,7 +560,7 @@ class Trainer:
             raise RuntimeError(f"{self.checkpoint_path} is not visible to every process; use a shared folder")
         if not found:
             return False
-        state = torch.load(self.checkpoint_path, map_location=self.device, weights_only=False)
+        state = read_checkpoint(self.checkpoint_path, map_location=self.device)
         if state["config"] != self.config.identity():
             raise RuntimeError(f"{self.checkpoint_path} was written by another configuration; delete it to restart")
         self.model.load_state_dict(state["model"])
@@ -487,7 +579,34 @@ class Trainer:
         rank = (self.rank,) if self.world_size > 1 else ()  # each process its own random streams
         torch.manual_seed(derive_seed(c.seed, epoch, "torch", *rank))
         self.method.reseed(derive_seed(c.seed, epoch, "method", *rank))
+        self.step_losses: list[Tensor] = []
         return torch.Generator().manual_seed(derive_seed(c.seed, epoch, "data"))
+
+    def record_loss(self, loss: Tensor) -> None:
+        """Keep one step's loss (on the device: no host sync) for the epoch's mean and the divergence check."""
+        self.step_losses.append(loss.detach())
+
+    def epoch_loss(self) -> Tensor:
+        """Mean of the epoch's step losses (a device tensor; NaN / inf if any step's loss was)."""
+        total = torch.zeros((), device=self.device)
+        for loss in self.step_losses:
+            total += loss
+        return total / max(len(self.step_losses), 1)
+
+    def steps_before(self, epoch: int) -> int:
+        """Optimiser steps of the epochs before ``epoch`` (0-based); every epoch has as many as this one."""
+        return epoch * len(self.step_losses)
+
+    def divergence(self, epoch: int) -> dict:
+        """Where the loss first became non-finite in ``epoch`` (0-based), read once from its step losses."""
+        losses = torch.stack(self.step_losses).float().cpu()
+        bad = (~torch.isfinite(losses)).nonzero().flatten()
+        first = int(bad[0]) if len(bad) else len(losses)  # this rank stayed finite: another rank diverged
+        if self.world_size > 1:
+            first = int(ddp.all_reduce_min(torch.tensor(first, device=self.device)))
+        first = min(first, len(losses) - 1)
+        return {"status": "diverged", "diverged_epoch": epoch + 1,
+                "diverged_step": self.steps_before(epoch) + first + 1, "diverged_loss": str(float(losses[first]))}
 
     def train_epoch(self, epoch: int) -> Tensor:
         c, dev = self.config, self.device
@@ -499,8 +618,6 @@ class Trainer:
             data_gen.manual_seed(derive_seed(c.seed, epoch, "data", self.rank))
         self.model.train()
         self.method.train()
-        total = torch.zeros((), device=dev)
-        steps = 0
         for start in range(0, order.numel(), c.batch_size):
             idx = order[start:start + c.batch_size]
             if idx.numel() < 2:  # a final batch of one cannot be mixed
@@ -510,26 +627,39 @@ class Trainer:
                 x = x.contiguous(memory_format=torch.channels_last)
             loss = self.step_loss(x, self.t_train[idx])
             self.optimizer_step(loss)
-            total += loss.detach()
-            steps += 1
-        return total / max(steps, 1)
+            self.record_loss(loss)
+        return self.epoch_loss()
+
+    #: without a terminal (CI, nohup, a log file), a progress line at most this often (seconds) while training
+    progress_every_s = 30.0
 
     def run(self, resume: bool = False) -> dict:
-        with run_lock(self.run_dir) if self.is_main else contextlib.nullcontext():
-            return self._run(resume)
+        """Train (``resume``: from the last checkpoint, if any) and return the result; also stored in the results
+        store. A run whose training loss becomes non-finite stops at the end of that epoch and is stored and
+        returned with ``status: "diverged"``, ``diverged_epoch``, ``diverged_step`` and no test error."""
+        before = torch.get_num_threads()  # setup() sets the run's threads; the caller gets its own back
+        try:
+            with run_lock(self.run_dir) if self.is_main else contextlib.nullcontext():
+                return self._run(resume)
+        finally:
+            torch.set_num_threads(before)
 
     def _run(self, resume: bool) -> dict:
         from tqdm.auto import tqdm
 
         self.setup()
         c = self.config
-        if resume and self.load_checkpoint() and self.is_main:
-            print(f"resuming {self.run_id} from epoch {self.start_epoch}", file=sys.stderr)
         epochs = self.total_epochs()
+        if resume and self.load_checkpoint() and self.is_main:
+            print(f"resuming {self.run_id} after epoch {self.start_epoch} of {epochs}", file=sys.stderr)
+        terminal = sys.stderr.isatty()
         bar = tqdm(range(self.start_epoch, epochs), initial=self.start_epoch, total=epochs,
-                   desc=f"{c.method} s{c.seed}",
-                   disable=not self.is_main or (None if self.progress is None else not self.progress),
+                   desc=f"{c.method} s{c.seed}", disable=not self.is_main or not (
+                       terminal if self.progress is None else self.progress),
                    leave=False, dynamic_ncols=True)
+        lines = self.is_main and self.progress is None and not terminal  # a line now and then instead of a bar
+        last_line = time.perf_counter()
+        diverged = None
         try:
             for epoch in bar:
                 t0 = time.perf_counter()
@@ -537,6 +667,9 @@ class Trainer:
                 ddp.broadcast_buffers(self.model)  # BN statistics as rank 0's: every rank holds the same state
                 loss_value = float(ddp.all_reduce_mean(loss))  # one sync per epoch
                 self.train_seconds += time.perf_counter() - t0
+                if not math.isfinite(loss_value):  # NaN / inf at some step of this epoch: stop, record where
+                    diverged = self.divergence(epoch)
+                    break
                 record = {"epoch": epoch + 1, "train_loss": loss_value, "lr": self.optimizer.param_groups[0]["lr"]}
                 if c.eval_every and (epoch + 1) % c.eval_every == 0 and epoch + 1 < epochs:
                     record.update(self.evaluate_main())
@@ -544,6 +677,10 @@ class Trainer:
                 if self.is_main:
                     self.save_checkpoint(epoch)
                 bar.set_postfix(loss=f"{loss_value:.3f}")
+                if lines and time.perf_counter() - last_line >= self.progress_every_s and epoch + 1 < epochs:
+                    print(f"  {c.method} s{c.seed}: epoch {epoch + 1} of {epochs}, train loss {loss_value:.3f}, "
+                          f"{self.train_seconds:.0f} s", file=sys.stderr, flush=True)
+                    last_line = time.perf_counter()
         except KeyboardInterrupt:
             if self.is_main:
                 print(f"\ninterrupted; the last finished epoch is saved in {self.checkpoint_path}. "
@@ -551,14 +688,22 @@ class Trainer:
             raise
         finally:
             bar.close()
-        metrics = self.evaluate_main()
-        samples = self.samples_seen()
         result = {"run_id": self.run_id, "method": c.method, "dataset": c.dataset, "model": c.model,
-                  "seed": c.seed, "epochs": c.epochs, "protocol": c.protocol, **metrics,
-                  "train_seconds": self.train_seconds,
-                  "samples_per_second": samples / self.train_seconds if self.train_seconds else None,
-                  "train_size": len(self.x_train), "test_set": self.test_data.note,
-                  "device": str(self.device), "history": self.history}
+                  "seed": c.seed, "epochs": c.epochs, "protocol": c.protocol}
+        if diverged:  # the weights are NaN / inf: nothing to evaluate, and no number to average
+            result.update(diverged, test_error=None, test_top5_error=None)
+            if self.is_main:
+                print(f"{self.run_id} diverged: non-finite training loss at epoch {diverged['diverged_epoch']} of "
+                      f"{epochs}, step {diverged['diverged_step']}; stored with status 'diverged', no test "
+                      f"error (try a lower --lr or --grad-clip)", file=sys.stderr, flush=True)
+        else:
+            result.update(status="ok", **self.evaluate_main())
+        samples = self.samples_seen()
+        result.update({"train_seconds": self.train_seconds,
+                       "samples_per_second": samples / self.train_seconds if self.train_seconds and not diverged
+                       else None,
+                       "train_size": len(self.x_train), "test_set": self.test_data.note,
+                       "device": str(self.device), "history": self.history})
         if self.world_size > 1:
             result["world_size"] = self.world_size
         if self.store and self.is_main:

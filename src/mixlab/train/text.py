@@ -121,7 +121,6 @@ class TextTrainer(Trainer):
         order = torch.randperm(len(self.len_train), generator=data_gen)
         self.model.train()
         self.method.train()
-        total, steps = torch.zeros((), device=dev), 0
         for j in range(self.steps_per_epoch):
             step = epoch * self.steps_per_epoch + j + 1
             if c.max_steps and step > c.max_steps:
@@ -130,12 +129,14 @@ class TextTrainer(Trainer):
             x = self.train_batch(idx)
             loss = self.step_loss(x, self.t_train[idx.to(dev)])
             self.optimizer_step(loss)
-            total += loss.detach()
-            steps += 1
+            self.record_loss(loss)
             if c.eval_steps and step % c.eval_steps == 0:
                 self.history.append({"step": step, **self.evaluate_splits()})
                 self.model.train()
-        return total / max(steps, 1)
+        return self.epoch_loss()
+
+    def steps_before(self, epoch: int) -> int:
+        return epoch * self.steps_per_epoch
 
     # -------------------------------------------------------------------------------------- evaluation
     @torch.no_grad()
