@@ -3,13 +3,17 @@
 The properties every input mixer shares (targets sum to one, inputs untouched, dtypes, seeds, bad inputs) run on
 these too in tests/test_mixers.py, which picks its mixers from the registry.
 """
+import json
+
 import pytest
 import torch
 import torch.nn.functional as F
 
 import mixlab
+from mixlab.methods.base import Method, soft_cross_entropy
 from mixlab.methods.fmix import fourier_noise, top_fraction_mask
 from mixlab.methods.saliencymix import saliency_peaks, spectral_residual_saliency
+from mixlab.registry import METHODS
 
 MASK_MIXERS = ["saliencymix", "resizemix", "fmix", "gridmix"]
 #: (name, options): each per-batch / per-sample variant
@@ -239,3 +243,46 @@ def test_show_draws_a_grid_on_mnist(name, data_root, tmp_path):
     assert main(["show", "--method", name, "--dataset", "mnist", "--pairs", "3", "--data-dir", str(data_root),
                  "--out", str(path)]) == 0
     assert path.stat().st_size > 1000
+
+
+class _GradientSaliencyStandIn(Method):
+    """Stands in for PuzzleMix while it is not registered: mixes inside its loss after one forward-backward."""
+
+    name = "puzzlemix"
+
+    def training_loss(self, model, x, targets, loss_fn=soft_cross_entropy):
+        targets = self.loss_targets(x, targets)
+        with torch.enable_grad():
+            x_req = x.detach().requires_grad_(True)
+            (grad,) = torch.autograd.grad(loss_fn(model(x_req), targets), x_req)
+        saliency = grad.abs().sum(1, keepdim=True)
+        keep = saliency >= saliency.flatten(1).median(1).values[:, None, None, None]  # the salient half stays
+        perm = torch.randperm(x.shape[0], generator=self.generator)
+        lam = keep.float().mean((1, 2, 3))
+        return loss_fn(model(torch.where(keep, x, x[perm])), lam[:, None] * targets + (1 - lam[:, None]) * targets[perm])
+
+
+def test_bench_mixers_times_registered_mixers_and_sets_transformmix_against_puzzlemix(capsys):
+    from mixlab.cli import main
+
+    stand_in = "puzzlemix" not in METHODS
+    if stand_in:
+        METHODS["puzzlemix"] = _GradientSaliencyStandIn
+    try:
+        assert main(["bench-mixers", "--methods", "fmix,saliencymix,manifold,puzzlemix,transformmix,not-a-method",
+                     "--batch-size", "4", "--shapes", "1x8", "--repeats", "1", "--model-arg", "width=0.125",
+                     "--json"]) == 0
+    finally:
+        if stand_in:
+            del METHODS["puzzlemix"]
+    out = capsys.readouterr().out
+    report = json.loads(out.strip().splitlines()[-1])
+    rows = {r["method"]: r for r in report["rows"]}
+    assert {"erm", "mixup", "fmix", "saliencymix", "manifold", "puzzlemix", "transformmix"} <= set(rows)
+    assert rows["fmix"]["mix_kind"] == "mix()" and rows["puzzlemix"]["mix_kind"] == "loss fwd - ERM's"
+    assert all(r["loss_vs_erm"] > 0 for r in report["rows"] if "loss_vs_erm" in r)
+    assert "skipping not-a-method" in out
+    (ratio,) = report["paper_ratios"]
+    assert ratio["ratio"] == "transformmix / puzzlemix" and ratio["paper"] == pytest.approx(0.045 / 0.163)
+    assert ratio["ours"] == pytest.approx(rows["transformmix"]["mix_s"] / rows["puzzlemix"]["mix_s"])
+    assert "transformmix / puzzlemix (1x8x8): ours" in out and "paper 0.045 / 0.163 = 0.28" in out
