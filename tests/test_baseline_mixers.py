@@ -286,3 +286,19 @@ def test_bench_mixers_times_registered_mixers_and_sets_transformmix_against_puzz
     assert ratio["ratio"] == "transformmix / puzzlemix" and ratio["paper"] == pytest.approx(0.045 / 0.163)
     assert ratio["ours"] == pytest.approx(rows["transformmix"]["mix_s"] / rows["puzzlemix"]["mix_s"])
     assert "transformmix / puzzlemix (1x8x8): ours" in out and "paper 0.045 / 0.163 = 0.28" in out
+
+
+def test_reproduce_rows_naming_these_methods_resolve():
+    from mixlab.reproduce import REPRODUCTIONS, resolve
+
+    found = []
+    for name in REPRODUCTIONS.names():
+        for table in REPRODUCTIONS.get(name).tables:
+            for row in table.rows:
+                if row.method in MASK_MIXERS:
+                    for quick in (True, False):
+                        for col in table.columns:
+                            cell = resolve(row, col, quick, None, None, lambda dataset: True)
+                            assert cell.unavailable is None, (name, row.label, col.label, cell.unavailable)
+                    found.append((name, row.method))
+    assert ("multimix-ood", "saliencymix") in found  # the MultiMix paper's OOD table has a SaliencyMix row
