@@ -302,3 +302,14 @@ def test_reproduce_rows_naming_these_methods_resolve():
                             assert cell.unavailable is None, (name, row.label, col.label, cell.unavailable)
                     found.append((name, row.method))
     assert ("multimix-ood", "saliencymix") in found  # the MultiMix paper's OOD table has a SaliencyMix row
+
+
+@pytest.mark.parametrize("name,options", VARIANTS)
+def test_mixing_stays_on_the_inputs_device_and_never_reads_it_back(name, options):
+    """On "meta" tensors (no data) any device -> host read fails, and so does a tensor left on the CPU meeting one
+    on the device: the GPU path's two mistakes, checked without a GPU."""
+    x, t = torch.empty(6, 3, 32, 24, device="meta"), torch.empty(6, 5, device="meta")
+    mixer = mixlab.create(name, num_classes=5, seed=0, **options)
+    x_mix, t_mix = mixer.mix(x, t)
+    assert x_mix.device.type == t_mix.device.type == mixer.last.mask.device.type == "meta"
+    assert x_mix.shape == x.shape and t_mix.shape == t.shape
