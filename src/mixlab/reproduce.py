@@ -725,8 +725,8 @@ register(Reproduction(
              "sub quick runs (the same runs as automix-table4 --quick) instead: ResNet-18 on CIFAR-10 is GPU work."),)))
 
 _OOD_ROWS = _rows([("Baseline", "erm"), ("Input mixup", "mixup"), ("Cutmix", "cutmix"),
-                   ("Manifold mixup", "manifold"), ("AlignMixup", "alignmix"), ("MultiMix (ours)", "multimix"),
-                   ("Dense MultiMix (ours)", "dense-multimix")])
+                   ("Manifold mixup", "manifold"), ("SaliencyMix", "saliencymix"), ("AlignMixup", "alignmix"),
+                   ("MultiMix (ours)", "multimix"), ("Dense MultiMix (ours)", "dense-multimix")])
 
 
 def _ood_cols(protocol: str, sets: tuple[tuple[str, str], ...]) -> tuple[Column, ...]:

@@ -1,20 +1,33 @@
-"""``mixlab bench-mixers``: seconds to mix one batch, for any registered methods, in one run.
+"""``mixlab bench-mixers``: seconds to produce one mixed batch, for every registered method, in one run.
 
-For input-space mixers (``mix(x, t)``) the time of one mix under ``no_grad``, with the ratio to Mixup measured in
-the same run; for every method also the forward of its training loss (mixing + model) with the ratio to ERM's.
-Methods that are not registered are skipped with a message (e.g. ``alignmix`` before it is merged).
-Learned mixers run with untrained weights (time does not depend on them): TransformMix's time includes the
-teacher's CAMs (the teacher is the timing model) and its mixing module; AutoMix's is the U-Net generator.
-The TransformMix paper reports 0.045 s per batch of 128 on an RTX 3090 (its Table 5).
+By default every method in the registry (so a newly registered one is timed without touching this file) on a
+batch of 128 images of 3x32x32 (``--shapes``), with ``--model`` (cnn11 at width 0.5) as the network each needs.
+Per method:
+
+- ``mix s/batch``: the time to produce the mixed batch, network passes included. Input-space mixers: their
+  ``mix(x, t)``; TransformMix's includes the teacher's CAMs (the timing model is the teacher) and its frozen mixing
+  module (untrained weights: time does not depend on them), AutoMix's its U-Net. Methods that mix inside their
+  training loss (PuzzleMix and Co-Mixup, whose saliency costs one extra forward-backward; feature-space methods):
+  their loss forward minus ERM's loss forward, paired and alternated so load hits both alike (marked ``*``).
+- ``loss fwd s``: the forward of the training loss (mixing + model, autograd on as in training), with its ratio
+  to ERM's.
+
+Ratios are to Mixup (mixing) and ERM (loss forward) measured in the same run. Where a paper states a timing ratio
+between two methods (:data:`PAPER_RATIOS`), it is printed beside ours as soon as both methods are registered and
+timed: TransformMix / PuzzleMix against the TransformMix paper's 0.045 s / 0.163 s (Table 5: batch of 128, RTX
+3090). Methods that cannot run on images (the text methods) are listed as skipped, with the reason.
 """
 from __future__ import annotations
 
 import argparse
+import statistics
 import time
 
 from .common import add_common, apply_threads, parse_kv, positive_int, print_json
 
-DEFAULT_METHODS = "mixup,automix-zhu,transformmix,alignmix"
+#: (numerator, denominator, the paper's seconds for each, source): printed when both methods are timed
+PAPER_RATIOS = (("transformmix", "puzzlemix", 0.045, 0.163,
+                 "TransformMix paper, Table 5: a batch of 128 mixed images on an RTX 3090"),)
 
 
 def shapes(text: str) -> list[tuple[int, int]]:
@@ -31,12 +44,12 @@ def shapes(text: str) -> list[tuple[int, int]]:
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("bench-mixers", help="time mixing a batch (e.g. 128 images) for several methods")
-    p.add_argument("--methods", default=DEFAULT_METHODS, help=f"comma-separated (default {DEFAULT_METHODS})")
+    p = sub.add_parser("bench-mixers", help="time producing a mixed batch (default 128 at 32x32) for every method")
+    p.add_argument("--methods", default="all", help="comma-separated, or 'all' (default: every registered method)")
     p.add_argument("--batch-size", type=positive_int, default=128)
-    p.add_argument("--shapes", default="1x28,3x32", type=shapes, help="CxS image shapes, comma-separated (default 1x28,3x32)")
+    p.add_argument("--shapes", default="3x32", type=shapes, help="CxS image shapes, comma-separated (default 3x32)")
     p.add_argument("--repeats", type=positive_int, default=10, help="timed repeats after one warm-up (median reported)")
-    p.add_argument("--model", default="cnn11", help="model for the loss forward and TransformMix's teacher")
+    p.add_argument("--model", default="cnn11", help="the network methods need (saliency, TransformMix's teacher)")
     p.add_argument("--model-arg", action="append", metavar="KEY=VALUE", help="model option (default width=0.5)")
     p.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     add_common(p)
@@ -54,23 +67,40 @@ def prepare(method, model, channels: int, size: int):
     return method
 
 
-def timed(fn, repeats: int, device) -> float:
-    """Median seconds of ``fn()`` over ``repeats`` runs after one warm-up (synchronising CUDA)."""
+def sync(device) -> None:
     import torch
 
-    def sync():
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
+
+def timed(fn, repeats: int, device) -> float:
+    """Median seconds of ``fn()`` over ``repeats`` runs after one warm-up (synchronising CUDA)."""
     fn()
-    sync()
+    sync(device)
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter()
         fn()
-        sync()
+        sync(device)
         times.append(time.perf_counter() - t0)
-    return sorted(times)[len(times) // 2]
+    return statistics.median(times)
+
+
+def paired_excess(fn, baseline, repeats: int, device) -> float:
+    """Median over alternated runs of ``time(fn) - time(baseline)`` (after one warm-up of each)."""
+    fn(), baseline()
+    excess = []
+    for _ in range(repeats):
+        times = []
+        for f in (fn, baseline):
+            sync(device)
+            t0 = time.perf_counter()
+            f()
+            sync(device)
+            times.append(time.perf_counter() - t0)
+        excess.append(times[0] - times[1])
+    return statistics.median(excess)
 
 
 def module_time(method, x, t, repeats: int, device) -> float:
@@ -84,58 +114,107 @@ def module_time(method, x, t, repeats: int, device) -> float:
         return timed(lambda: method.module(images, cams, lam, z), repeats, device)
 
 
-def run(args) -> int:
+def time_method(name, model, x, t, erm, repeats: int, device) -> list[dict]:
+    """The rows of one method (TransformMix adds its module alone); raises if it cannot run on images."""
     import torch
 
     from ..methods.base import InputMixer
+    from ..registry import METHODS
+
+    channels, size = x.shape[1], x.shape[-1]
+    method = prepare(METHODS.create(name, num_classes=t.shape[1], seed=0).to(device), model, channels, size)
+    row = {"method": name}
+    loss = lambda: method.training_loss(model, x, t)  # noqa: E731  (with autograd on, as in training: AMP needs it)
+    row["loss_forward_s"] = timed(loss, repeats, device)
+    if isinstance(method, InputMixer):
+        with torch.no_grad():
+            row["mix_s"], row["mix_kind"] = timed(lambda: method.mix(x, t), repeats, device), "mix()"
+    elif erm is not None:
+        row["mix_s"] = paired_excess(loss, lambda: erm.training_loss(model, x, t), repeats, device)
+        row["mix_kind"] = "loss fwd - ERM's"
+    rows = [row]
+    if name == "transformmix":  # the mixing module alone, CAMs precomputed
+        rows.append({"method": "  module only", "mix_s": module_time(method, x, t, repeats, device),
+                     "mix_kind": "module"})
+    return rows
+
+
+def paper_ratios(rows: list[dict]) -> list[dict]:
+    """Our ratio beside the paper's for every :data:`PAPER_RATIOS` entry whose methods are both in ``rows``."""
+    out = []
+    for shape in dict.fromkeys(r["shape"] for r in rows):
+        mix = {r["method"]: r["mix_s"] for r in rows if r["shape"] == shape and "mix_s" in r}
+        for a, b, pa, pb, source in PAPER_RATIOS:
+            if a in mix and b in mix:
+                out.append({"shape": shape, "ratio": f"{a} / {b}", "ours": mix[a] / max(mix[b], 1e-9),
+                            "ours_s": (mix[a], mix[b]), "paper": pa / pb, "paper_s": (pa, pb), "source": source})
+    return out
+
+
+def run(args) -> int:
+    import torch
+
     from ..registry import METHODS, MODELS
     from ..train.engine import resolve_device
 
     apply_threads(args)
     device = resolve_device(args.device)
-    names = [m.strip() for m in args.methods.split(",") if m.strip()]
+    names = METHODS.names() if args.methods.strip() == "all" else [m.strip() for m in args.methods.split(",")
+                                                                     if m.strip()]
     wanted = []
     for name in names:
         if name in METHODS:
-            wanted.append(name)
+            wanted.append(METHODS.canonical(name))
         else:
             print(f"skipping {name}: not a registered method here (see mixlab methods)")
+    wanted = list(dict.fromkeys(["erm", "mixup"] + wanted))  # the baselines of the ratios, timed first
     model_kwargs = parse_kv(args.model_arg) or {"width": 0.5}
     gen = torch.Generator().manual_seed(0)
-    rows = []
+    rows, skipped = [], {}
     for channels, size in args.shapes:
         x = torch.rand(args.batch_size, channels, size, size, generator=gen).to(device)
         y = torch.randint(0, 10, (args.batch_size,), generator=gen).to(device)
         t = torch.nn.functional.one_hot(y, 10).float()
         model = MODELS.create(args.model, num_classes=10, in_channels=channels, image_size=size, **model_kwargs)
         model = model.to(device).eval()
-        base = {}
-        for name in ["erm", "mixup"] + [n for n in wanted if n not in ("erm", "mixup")]:
-            method = prepare(METHODS.create(name, num_classes=10, seed=0).to(device), model, channels, size)
-            row = {"method": name, "shape": f"{channels}x{size}x{size}", "batch": args.batch_size}
-            with torch.no_grad():
-                if isinstance(method, InputMixer):
-                    row["mix_s"] = timed(lambda: method.mix(x, t), args.repeats, device)
-                row["loss_forward_s"] = timed(lambda: method.training_loss(model, x, t), args.repeats, device)
-            base.setdefault(name, row)
-            rows.append(row)
-            if name == "transformmix":  # the mixing module alone, CAMs precomputed
-                rows.append({"method": "  module only", "shape": row["shape"], "batch": args.batch_size,
-                             "mix_s": module_time(method, x, t, args.repeats, device)})
-        for row in rows:
-            if row["shape"] == f"{channels}x{size}x{size}":
-                if "mix_s" in row:
-                    row["mix_vs_mixup"] = row["mix_s"] / max(base["mixup"]["mix_s"], 1e-9)
-                if "loss_forward_s" in row:
-                    row["loss_vs_erm"] = row["loss_forward_s"] / max(base["erm"]["loss_forward_s"], 1e-9)
+        erm = METHODS.create("erm", num_classes=10).to(device)
+        label = f"{channels}x{size}x{size}"
+        shape_rows = []
+        for name in wanted:
+            try:
+                shape_rows += time_method(name, model, x, t, erm, args.repeats, device)
+            except Exception as error:  # e.g. a text method on images: say why, go on
+                skipped[name] = f"{type(error).__name__}: {error}".splitlines()[0][:160]
+        base = {r["method"]: r for r in shape_rows}
+        for r in shape_rows:
+            r.update(shape=label, batch=args.batch_size)
+            if "mix_s" in r and "mixup" in base:
+                r["mix_vs_mixup"] = r["mix_s"] / max(base["mixup"]["mix_s"], 1e-9)
+            if "loss_forward_s" in r and "erm" in base:
+                r["loss_vs_erm"] = r["loss_forward_s"] / max(base["erm"]["loss_forward_s"], 1e-9)
+        rows += shape_rows
     print(f"device {device}; batch {args.batch_size}; model {args.model} {model_kwargs}; median of {args.repeats}")
-    print(f"{'shape':<10}{'method':<16}{'mix s/batch':>13}{'x mixup':>9}{'loss fwd s':>12}{'x erm':>8}")
+    print(f"{'shape':<10}{'method':<19}{'mix s/batch':>13}{'x mixup':>9}{'loss fwd s':>12}{'x erm':>8}")
     for r in rows:
-        mix = f"{r['mix_s']:.4f}" if "mix_s" in r else "-"
+        mix = (f"{r['mix_s']:.4f}" + ("*" if r["mix_kind"] == "loss fwd - ERM's" else " ")) if "mix_s" in r else "- "
         ratio = f"{r['mix_vs_mixup']:.1f}" if "mix_vs_mixup" in r else "-"
         loss = f"{r['loss_forward_s']:.4f}" if "loss_forward_s" in r else "-"
         vs_erm = f"{r['loss_vs_erm']:.2f}" if "loss_vs_erm" in r else "-"
-        print(f"{r['shape']:<10}{r['method']:<16}{mix:>13}{ratio:>9}{loss:>12}{vs_erm:>8}")
+        print(f"{r['shape']:<10}{r['method']:<19}{mix:>13}{ratio:>9}{loss:>12}{vs_erm:>8}")
+    print("mix: mix(x, t) (TransformMix: teacher CAMs + module); * = loss forward minus ERM's (mixing inside the "
+          "loss: saliency forward-backward + mask for PuzzleMix / Co-Mixup; feature mixing)")
+    for name, why in skipped.items():
+        print(f"skipped {name}: {why}")
+    ratios = paper_ratios(rows)
+    for r in ratios:
+        print(f"{r['ratio']} ({r['shape']}): ours {r['ours']:.2f} ({r['ours_s'][0]:.4f} s / {r['ours_s'][1]:.4f} s "
+              f"on {device}), paper {r['paper_s'][0]} / {r['paper_s'][1]} = {r['paper']:.2f} ({r['source']})")
+    timed_names = {r["method"] for r in rows}
+    for a, b, pa, pb, source in PAPER_RATIOS:
+        missing = [n for n in (a, b) if n not in timed_names]
+        if missing and (a in timed_names or b in timed_names):
+            print(f"{a} / {b}: not compared ({', '.join(missing)} not timed here); paper {pa} / {pb} = "
+                  f"{pa / pb:.2f} ({source})")
     if args.json:
-        print_json({"device": str(device), "rows": rows})
+        print_json({"device": str(device), "rows": rows, "skipped": skipped, "paper_ratios": ratios})
     return 0

@@ -22,6 +22,10 @@ METHODS.register("amp+mixup", M + "amp:amp_mixup", "AMP on input Mixup (new: AMP
 METHODS.register("amp+manifold", M + "amp:amp_manifold", "AMP on Manifold Mixup (new)")
 METHODS.register("automix-zhu", M + "automix_zhu:AutoMixZhu", "AutoMix barycenter generator (U-Net + SE), Zhu et al. 2020")
 METHODS.register("transformmix", M + "transformmix:TransformMix", "TransformMix: searched STN + mask network under a teacher's CAMs")
+METHODS.register("saliencymix", M + "saliencymix:SaliencyMix", "SaliencyMix: box at the partner's saliency peak, Uddin et al. 2021")
+METHODS.register("resizemix", M + "resizemix:ResizeMix", "ResizeMix: the partner shrunk into a patch, Qin et al. 2020")
+METHODS.register("fmix", M + "fmix:FMix", "FMix: masks from low-frequency Fourier noise, Harris et al. 2020")
+METHODS.register("gridmix", M + "gridmix:GridMix", "GridMix: grid cells from either image, Baek et al. 2021")
 
 __all__ = ["METHODS", "Method", "InputMixer", "ERM", "MixInfo", "as_targets", "interpolate", "soft_cross_entropy",
            "multilabel_bce"]

@@ -115,10 +115,13 @@ def derive_seed(*parts: int | str) -> int:
 # ----------------------------------------------------------------------------------------------- classes
 @dataclass
 class MixInfo:
-    """What the last call mixed, for pictures and tests: weights and partner indices (on CPU)."""
+    """What the last call mixed, for pictures and tests: weights and partner indices (on CPU, or on the input's
+    device where computing them there avoids a host sync), and for mask-based mixers the per-pixel mask
+    ``(B or 1, 1, H, W)`` (1 keeps the batch's own pixel, 0 takes the partner's) whose mean is ``lam``."""
 
     lam: Tensor
     index: Tensor
+    mask: Tensor | None = None
 
 
 class Method(nn.Module):
