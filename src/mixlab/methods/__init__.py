@@ -22,6 +22,8 @@ METHODS.register("amp+mixup", M + "amp:amp_mixup", "AMP on input Mixup (new: AMP
 METHODS.register("amp+manifold", M + "amp:amp_manifold", "AMP on Manifold Mixup (new)")
 METHODS.register("automix-zhu", M + "automix_zhu:AutoMixZhu", "AutoMix barycenter generator (U-Net + SE), Zhu et al. 2020")
 METHODS.register("transformmix", M + "transformmix:TransformMix", "TransformMix: searched STN + mask network under a teacher's CAMs")
+METHODS.register("puzzlemix", M + "puzzlemix:PuzzleMix", "PuzzleMix: saliency graph-cut masks + transport, Kim et al. 2020")
+METHODS.register("comixup", M + "comixup:CoMixup", "Co-Mixup: joint saliency mixing of several inputs per output, Kim et al. 2021", aliases=("co-mixup",))
 
 __all__ = ["METHODS", "Method", "InputMixer", "ERM", "MixInfo", "as_targets", "interpolate", "soft_cross_entropy",
            "multilabel_bce"]
