@@ -1,7 +1,7 @@
 """Co-Mixup (Kim, Choo, Jeong, Song. *Co-Mixup: Saliency Guided Joint Mixup with Supermodular Diversity.* ICLR 2021).
 
 Each output of a partition of ``m`` inputs (``m_part`` 20) is a labelling of an ``n x n`` block grid (``block_num`` 4)
-by the inputs, chosen jointly for all ``m`` outputs by the paper's objective (Eq. 3-5), for one partition:
+by the inputs, chosen jointly for all ``m`` outputs by the paper's objective, for one partition:
 
     sum_j [ -<s_j, z_j> ]  (saliency kept, block saliency normalised to sum one)  - eta log p(input)  (Dirichlet prior)
     + beta sum_{neighbour blocks} [labels differ]                                   (smoothness, Potts)
@@ -266,7 +266,8 @@ class CoMixup(Method):
         n = self.last_labels.shape[1]
         source = self.last_labels[:rows].argmax(-1).float()  # (rows, n, n): input index per block
         uniq = torch.unique(source, return_inverse=True)[1].float()
-        source_map = F.interpolate((uniq / max(1.0, float(uniq.max())))[:, None], size=x01.shape[-2:], mode="nearest")[:, 0]
+        source_map = F.interpolate((uniq / max(1.0, float(uniq.max())))[:, None], size=x01.shape[-2:],
+                                   mode="nearest")[:, 0]
         cols = [("mixed", x_mix[:rows].clamp(0, 1)), (f"source per block ({n}x{n})", source_map)]
         for j in range(3):
             cols.append((f"input {j + 1} (by area)", x01[top[:, j]]))

@@ -5,20 +5,21 @@ One training step, per batch (the authors' code, snu-mllab/PuzzleMix, ``main.py`
 1. **Saliency**: one extra forward-backward in eval mode; ``s = sqrt(mean_c (d CE / d x)^2)`` (B, H, W).
 2. **Draws**: ``lam ~ Beta(alpha, alpha)`` (alpha 1), a partner permutation, and ``n x n`` blocks with ``n`` drawn
    uniformly from ``block_nums`` = 2, 4, 8, 16 (``2^U{1..4}``) among those that divide the image side.
-3. **Mask labelling** (paper Eq. 4, discrete mask values ``m in {0, 1/2, 1}`` for ``n_labels`` 3): per block ``p``
-   the unary term ``m_p s'_p + (1 - m_p) s_p`` of the saliency each image loses (block saliency normalised to sum
-   one per image, ``s`` own, ``s'`` partner), the label prior ``-eta log p(m | lam) / n^2`` with ``p`` binomial
-   (``lam^2, 2 lam (1 - lam), (1 - lam)^2``), and the smoothness ``(beta / (16 n) + psi_pq) (m_p - m_q)^2`` between
-   neighbouring blocks, where ``psi`` (gamma times the mean absolute pixel difference across the block border, in
-   [0, 1] pixel units, for each choice of source image on either side) is the data local-smoothness term, split
-   into unary parts and an edge weight as in the code. Scaled by ``1000 n^2 (n_labels - 1)^2`` and truncated to
-   integers (pyGCO's int32 input), then minimised **exactly** (:func:`mixlab.ot.graphcut.solve_convex`; the authors
-   run pyGCO's alpha-beta swap, a local minimum of the same energy).
-4. **Transport** (paper Eq. 5, ``t_eps`` 0.8): on a grid of ``t_size``-pixel cells (4 px, README's CIFAR command),
-   each image's blocks move to where its mask shows them, by the code's iterative assignment: cost
-   ``t_eps C_ij - s_i z_j`` (``C`` squared grid distance / (grid - 1)^2, ``z`` the mask is non-zero), each row takes
-   its cheapest column, each contested column goes to its cheapest row, losers pay +1; ``grid`` rounds; the
-   winners' plan moves the cells (a cell no row won is left empty, i.e. zero, as in the code).
+3. **Mask labelling** (the paper's mask objective, discrete mask values ``m in {0, 1/2, 1}`` for ``n_labels`` 3):
+   per block ``p`` the unary term ``m_p s'_p + (1 - m_p) s_p`` of the saliency each image loses (block saliency
+   normalised to sum one per image, ``s`` own, ``s'`` partner), the label prior ``-eta log p(m | lam) / n^2`` with
+   ``p`` binomial (``lam^2, 2 lam (1 - lam), (1 - lam)^2``), and the smoothness ``(beta / (16 n) + psi_pq)
+   (m_p - m_q)^2`` between neighbouring blocks, where ``psi`` (gamma times the mean absolute pixel difference across
+   the block border, in [0, 1] pixel units, for each choice of source image on either side) is the data
+   local-smoothness term, split into unary parts and an edge weight as in the code. Scaled by
+   ``1000 n^2 (n_labels - 1)^2`` and truncated to integers (pyGCO's int32 input), then minimised **exactly**
+   (:func:`mixlab.ot.graphcut.solve_convex`; the authors run pyGCO's alpha-beta swap, a local minimum of the same
+   energy). Edge weights are clamped at 0, which only gamma > 1 can reach (the energy would not be submodular).
+4. **Transport** (the saliency-discounted transport, ``t_eps`` 0.8): on a grid of ``t_size``-pixel cells (4 px,
+   README's CIFAR command), each image's blocks move to where its mask shows them, by the code's iterative
+   assignment: cost ``t_eps C_ij - s_i z_j`` (``C`` squared grid distance / (grid - 1)^2, ``z``: the mask is
+   non-zero), each row takes its cheapest column, each contested column goes to its cheapest row, losers pay +1;
+   ``grid`` rounds; the winners' plan moves the cells (a cell no row won is left empty, i.e. zero, as in the code).
 5. **Mix**: ``x~ = M * T(x) + (1 - M) * T'(x[perm])``; the label weight is the mask's area per sample,
    ``y~ = r y + (1 - r) y[perm]``, ``r = mean(M)``.
 
@@ -179,7 +180,7 @@ class PuzzleMix(Method):
 
     # ------------------------------------------------------------------------------------------ mask
     def mask_costs(self, x: Tensor, saliency: Tensor, perm: Tensor, lam: float, n: int):
-        """Integer energy of the mask labelling (Eq. 4): unary ``(B, n, n, n_labels)`` (label ``i`` = mask value
+        """Integer energy of the mask labelling: unary ``(B, n, n, n_labels)`` (label ``i`` = mask value
         ``1 - i / (n_labels - 1)``) and edge weights ``wv`` (B, n-1, n), ``wh`` (B, n, n-1), as graphcut takes them.
         Also returns the normalised block saliency ``(B, n, n)``."""
         b, _, h, w = x.shape
