@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import ctypes
 import threading
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -255,6 +256,10 @@ def solve_swap(unary: Tensor, label_cost: Tensor, wv: Tensor, wh: Tensor, init: 
         raise ValueError("costs too large: keep |unary|, the weights and label costs below about 2^50 / grid size")
     lib = _backend(backend)
     if lib is None:
+        if backend == "auto" and not _state.get("warned"):
+            _state["warned"] = True
+            warnings.warn(f"graph-cut swap moves run in Python with one scipy cut per move, about 100x slower than the "
+                          f"compiled kernel ({status()})", RuntimeWarning, stacklevel=2)
         labels = _swap_python(unary.cpu().long(), vl, wv.cpu().long(), wh.cpu().long(), init.cpu().long(), max_cycles)
     else:
         u, v, a, b = (_as_np(t, np.int64) for t in (unary, vl, wv, wh))
