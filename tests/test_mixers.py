@@ -1,4 +1,6 @@
 """Properties every input-space mixer must have, and the classic mixers' own closed forms."""
+import copy
+
 import pytest
 import torch
 
@@ -191,7 +193,8 @@ def test_training_loss_takes_integer_labels_like_one_hot_targets_and_rejects_bad
     losses = []
     for targets in (y, torch.nn.functional.one_hot(y, 4).float()):
         torch.manual_seed(0)  # dropout
-        losses.append(mixlab.create(name, num_classes=4, seed=3).training_loss(model, x, targets).detach())
+        net = copy.deepcopy(model)  # each call on the same BatchNorm statistics (PuzzleMix's saliency reads them)
+        losses.append(mixlab.create(name, num_classes=4, seed=3).training_loss(net, x, targets).detach())
     torch.testing.assert_close(losses[0], losses[1])
     method = mixlab.create(name, num_classes=4, seed=3)
     for bad in (y[:5], torch.ones(6, 3), y.float()):

@@ -26,6 +26,8 @@ METHODS.register("saliencymix", M + "saliencymix:SaliencyMix", "SaliencyMix: box
 METHODS.register("resizemix", M + "resizemix:ResizeMix", "ResizeMix: the partner shrunk into a patch, Qin et al. 2020")
 METHODS.register("fmix", M + "fmix:FMix", "FMix: masks from low-frequency Fourier noise, Harris et al. 2020")
 METHODS.register("gridmix", M + "gridmix:GridMix", "GridMix: grid cells from either image, Baek et al. 2021")
+METHODS.register("puzzlemix", M + "puzzlemix:PuzzleMix", "PuzzleMix: saliency graph-cut masks + transport, Kim et al. 2020")
+METHODS.register("comixup", M + "comixup:CoMixup", "Co-Mixup: joint saliency mixing of several inputs per output, Kim et al. 2021", aliases=("co-mixup",))
 
 __all__ = ["METHODS", "Method", "InputMixer", "ERM", "MixInfo", "as_targets", "interpolate", "soft_cross_entropy",
            "multilabel_bce"]

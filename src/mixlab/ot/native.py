@@ -64,12 +64,18 @@ def _flag_sets() -> list[tuple[list[str], list[str]]]:
     return sets
 
 
-def _build() -> Path:
-    """Compiles the kernel (or finds it cached); raises RuntimeError saying why it could not."""
+def disabled() -> bool:
+    """Whether ``MIXLAB_NATIVE=0`` (or false / no / off) asks for the PyTorch / Python paths."""
+    return os.environ.get("MIXLAB_NATIVE", "1").strip().lower() in ("0", "false", "no", "off")
+
+
+def _build(path: Path = SOURCE, stem: str = "barycenter_f32") -> Path:
+    """Compiles a kernel's C source (or finds it cached as ``<stem>-<hash>.so``); raises RuntimeError saying why
+    it could not."""
     compilers = _compilers()
     if not compilers:
         raise RuntimeError("no C compiler found (set CC, or install gcc or clang)")
-    source = SOURCE.read_bytes()
+    source = path.read_bytes()
     errors = []
     for cc in compilers:
         try:
@@ -80,7 +86,7 @@ def _build() -> Path:
         for flags, libs in _flag_sets():
             key = hashlib.sha256(b"\0".join([source, " ".join(flags + libs).encode(), version.encode(),
                                              _cpu_id().encode()])).hexdigest()[:16]
-            target = _cache_dir() / f"barycenter_f32-{key}.so"
+            target = _cache_dir() / f"{stem}-{key}.so"
             failed = target.with_suffix(".failed")  # holds the compiler's message: not retried on every start
             if target.exists():
                 return target
@@ -91,7 +97,7 @@ def _build() -> Path:
             fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)  # then renamed: concurrent builds are safe
             os.close(fd)
             try:
-                result = subprocess.run([cc, *flags, str(SOURCE), "-o", tmp, *libs, "-lm"], capture_output=True,
+                result = subprocess.run([cc, *flags, str(path), "-o", tmp, *libs, "-lm"], capture_output=True,
                                         text=True, timeout=120)
                 if result.returncode == 0:
                     os.replace(tmp, target)
@@ -110,7 +116,7 @@ def _build() -> Path:
 def _load():
     with _lock:
         if not _state:
-            if os.environ.get("MIXLAB_NATIVE", "1").strip().lower() in ("0", "false", "no", "off"):
+            if disabled():
                 _state["reason"] = "disabled by MIXLAB_NATIVE=0"
             else:
                 try:
