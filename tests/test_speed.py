@@ -10,13 +10,7 @@ from mixlab.methods.alignmix import align
 from mixlab.ot import sinkhorn, squared_distances
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small tensors: one thread (a second one only waits for a busy core on a shared machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # ------------------------------------------------------------------------------------------------- sinkhorn
