@@ -1,14 +1,17 @@
 """``mixlab train``: one run."""
 from __future__ import annotations
 
+import argparse
+
 from .common import add_common, apply_threads, parse_kv, print_json
 
 GPU_FLAGS = ("channels_last", "bf16", "compile")
 
 
 def add_gpu_flags(p) -> None:
-    """The GPU-path switches (all off by default; they work on CPU too). Multi-GPU: launch with torchrun."""
-    p.add_argument("--channels-last", action="store_true", default=None, help="NHWC memory format (GPU path)")
+    """The memory-format and GPU-path switches (they work on CPU too). Multi-GPU: launch with torchrun."""
+    p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
+                   help="NHWC memory format (default: on for image datasets, where its convolutions are faster)")
     p.add_argument("--bf16", action="store_true", default=None, help="bfloat16 autocast for forward passes")
     p.add_argument("--compile", action="store_true", default=None, help="torch.compile the model's stages")
 
