@@ -335,6 +335,7 @@ class Trainer:
         if hasattr(self.method, "setup"):
             self.method.setup(self)
         params = [p for p in self.model.parameters()] + [p for p in self.method.parameters() if p.requires_grad]
+        self.trained_params = [p for p in params if p.requires_grad]
         if c.optimizer == "sgd":
             self.optimizer = torch.optim.SGD(params, lr=c.lr, momentum=c.momentum, weight_decay=c.weight_decay,
                                              nesterov=c.nesterov)
@@ -413,12 +414,15 @@ class Trainer:
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.config.bf16)
 
     def optimizer_step(self, loss: Tensor) -> None:
-        """Backward of ``loss`` and one optimiser step, clipping the gradient norm to ``grad_clip`` if set."""
+        """Backward of ``loss`` and one optimiser step, clipping the gradient norm to ``grad_clip`` if set.
+
+        The backward computes gradients for the trained parameters only: nothing for inputs that a method made
+        require grad for its own use (AMP's lambda, hence the first layer's input gradient of its first pass).
+        The parameters' gradients are the same, bit for bit."""
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        loss.backward(inputs=self.trained_params)
         if self.config.grad_clip:
-            params = [p for group in self.optimizer.param_groups for p in group["params"]]
-            torch.nn.utils.clip_grad_norm_(params, self.config.grad_clip)  # no host sync
+            torch.nn.utils.clip_grad_norm_(self.trained_params, self.config.grad_clip)  # no host sync
         self.optimizer.step()
 
     def step_loss(self, x: Tensor, targets: Tensor) -> Tensor:
