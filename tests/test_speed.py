@@ -171,14 +171,21 @@ def test_transformmix_loss_equals_the_reference():
     assert method.last.lam.device.type == "cpu" and method.last.index.device.type == "cpu"
 
 
-@pytest.mark.parametrize("options", [{"n": 50}, {"n": 40, "m": 3, "mix_at": "feature-map"}])
-def test_multimix_loss_equals_the_reference(options):
+@pytest.mark.parametrize("model_name,options", [("cnn11", {"n": 50}), ("cnn11", {"n": 40, "m": 3, "mix_at": "feature-map"}),
+                                                ("preactresnet18", {"n": 30, "mix_at": "feature-map"})])
+def test_multimix_loss_equals_the_reference(model_name, options):
+    """Mixing embeddings (eq. 3) as written, against MultiMix, which mixes logits where the classifier is affine
+    (equal up to rounding; bit for bit elsewhere)."""
     from mixlab.methods.base import soft_cross_entropy
 
     x, t = fixed_batch()
     method = mixlab.create("multimix", num_classes=5, seed=4, **options)
     state = method.generator.get_state()
-    model = small_cnn()
+    if model_name == "cnn11":
+        model = small_cnn()
+    else:
+        torch.manual_seed(0)
+        model = mixlab.create_model("preactresnet18", num_classes=5, in_channels=1, width=8).train()
     loss = method.training_loss(model, x, t)
     g = torch.Generator().set_state(state)  # Dir(1) over the batch (or m of it) per column, eqs. 3-4
     n, b = options["n"], x.shape[0]
@@ -194,4 +201,14 @@ def test_multimix_loss_equals_the_reference(options):
         z, classify = model.embed(x), model.head
     z_mix = (lam.t() @ z.flatten(1)).reshape(-1, *z.shape[1:])
     ref = soft_cross_entropy(classify(z_mix), lam.t() @ t) + soft_cross_entropy(classify(z), t)
-    assert torch.equal(loss, ref)
+    affine = method.affine_classifier(model)
+    assert affine == (model_name == "preactresnet18" or options.get("mix_at") != "feature-map")
+    if affine:
+        torch.testing.assert_close(loss, ref, rtol=1e-6, atol=0)
+    else:
+        assert torch.equal(loss, ref)
+    # and the gradient it trains with
+    grads = torch.autograd.grad(loss, list(model.parameters()))
+    ref_grads = torch.autograd.grad(ref, list(model.parameters()))
+    for g1, g2 in zip(grads, ref_grads):
+        torch.testing.assert_close(g1, g2, rtol=1e-4, atol=1e-6)
