@@ -123,15 +123,15 @@ def test_new_config_fields_keep_default_run_ids():
 
 def test_channels_last_by_default_for_images_only_and_named_in_the_run_id():
     image, text = TrainConfig(dataset="mnist"), TrainConfig(dataset="trec", model="kim-cnn")
-    assert image.channels_last is None and image.uses_channels_last() and image.identity()["channels_last"] is True
-    assert image.run_id() == TrainConfig(dataset="mnist", channels_last=True).run_id()  # the default resolved
+    assert image.channels_last is True and image.identity()["channels_last"] is True  # set on construction
+    assert image == TrainConfig(dataset="mnist", channels_last=True)
     assert image.run_id() != TrainConfig(dataset="mnist", channels_last=False).run_id()
-    assert not text.uses_channels_last() and "channels_last" not in text.identity()  # text run ids unchanged
-    assert TrainConfig(dataset="fmnist").uses_channels_last() and not TrainConfig(dataset="miml").uses_channels_last()
+    assert text.channels_last is False and "channels_last" not in text.identity()  # text run ids unchanged
+    assert TrainConfig(dataset="fmnist").channels_last and not TrainConfig(dataset="miml").channels_last
     # a run stored before the default (no key): NCHW, and its id is rebuilt unchanged
     old = TrainConfig(dataset="mnist", channels_last=False).identity()
     assert TrainConfig.from_identity(old).run_id() == TrainConfig(dataset="mnist", channels_last=False).run_id()
-    assert TrainConfig.from_identity(image.identity()).run_id() == image.run_id()
+    assert TrainConfig.from_identity(image.identity()) == image
 
 
 def test_world_size_mismatch_is_a_clear_error(monkeypatch):

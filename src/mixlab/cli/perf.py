@@ -91,7 +91,7 @@ class Bench:
         g = torch.Generator().manual_seed(0)
         idx = torch.randperm(n, generator=g)[:batch_size].to(self.device)
         x = trainer.train_batch(idx, g)
-        if trainer.config.uses_channels_last() and x.dim() == 4:
+        if trainer.config.channels_last and x.dim() == 4:
             x = x.contiguous(memory_format=torch.channels_last)
         self.x, self.t = x, trainer.t_train[idx]
         trainer.model.train()
@@ -375,7 +375,7 @@ def engine_vs_loop(builder: Builder, epochs: int) -> dict:
     speed = paired(times["loop"], times["engine"])
     overhead = paired(times["loop"], times["engine_nchw"])
     return {"train_size": n, "batch_size": c.batch_size, "crop_padding": c.crop_padding, "flip": c.flip,
-            "epochs": epochs, "engine_channels_last": c.uses_channels_last(),
+            "epochs": epochs, "engine_channels_last": c.channels_last,
             "engine_samples_per_second": n / statistics.median(times["engine"]),
             "loop_samples_per_second": n / statistics.median(times["loop"]),
             "engine_speedup": speed["median"], "engine_speedup_range": [speed["min"], speed["max"]],
@@ -462,7 +462,7 @@ def run(args) -> int:
     out = tempfile.mkdtemp(prefix="mixlab-perf-")
     builder = Builder(fields, out, args.data_dir)
     erm = Bench(builder.trainer("erm"), fields["batch_size"])
-    flags = [f for f in GPU_FLAGS if (erm.trainer.config.uses_channels_last() if f == "channels_last" else fields.get(f))]
+    flags = [f for f in GPU_FLAGS if (erm.trainer.config.channels_last if f == "channels_last" else fields.get(f))]
     print(f"device {device}; {fields['model']} {fields['model_kwargs'] or ''} on {fields['dataset']}, batch "
           f"{fields['batch_size']}; flags: {', '.join(flags) or 'none (fp32, NCHW)'}; median of {args.repeats} steps after {args.warmup} warm-up, method and ERM (and the method's own "
           f"baseline) alternating")
@@ -492,7 +492,7 @@ def run(args) -> int:
                                               "tensors autograd keeps for backward (activation memory)"))
     report = {"device": str(device), "torch": torch.__version__, **{k: fields.get(k) for k in (
         "dataset", "model", "model_kwargs", "batch_size", *GPU_FLAGS)},
-              "channels_last": erm.trainer.config.uses_channels_last(), "repeats": args.repeats,
+              "channels_last": erm.trainer.config.channels_last, "repeats": args.repeats,
               "warmup": args.warmup, "methods": rows}
     del erm
     sinkhorn = None

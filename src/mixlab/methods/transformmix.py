@@ -535,7 +535,7 @@ class TransformMix(PixelSpaceMixer):
                 origin = (f"searched, saved to {path} (teacher loss {losses[0]:.3f} -> {losses[-1]:.3f} at "
                           f"temperature {self.fitted_temperature:.3g})")
         self.attach(teacher, module.to(dev), frozen=True)
-        if trainer.config.uses_channels_last():  # the frozen networks in the run's memory format: faster convolutions
+        if trainer.config.channels_last:  # the frozen networks in the run's memory format: faster convolutions
             teacher.to(memory_format=torch.channels_last)
             module.to(memory_format=torch.channels_last)
         print(f"transformmix: module k={module.k} ({module.ablation}, {count_parameters(module)} parameters, "

@@ -61,9 +61,9 @@ class TrainConfig:
     protocol: str | None = None
     eval_every: int = 0  # evaluate every N epochs (0: only at the end)
     grad_clip: float | None = None  # clip the global gradient norm of all trained parameters (AMP authors: 10)
-    #: NHWC memory format for the model and its training batches. None (default): on for image datasets, where
-    #: oneDNN's NHWC convolutions are faster (1.1-1.3x per step on the CPUs measured, docs/notes/speed-speed.md);
-    #: its rounding differs from NCHW's, so such runs have their own ids (the key is in the identity)
+    #: NHWC memory format for the model and its training batches. None (default): set on construction, True for
+    #: image datasets, where oneDNN's NHWC convolutions are faster (1.1-1.3x per step on the CPU measured,
+    #: docs/notes/speed-speed.md); NHWC rounds differently from NCHW, so such runs have their own ids
     channels_last: bool | None = None
     # GPU path (off by default: the fp32 path is unchanged)
     bf16: bool = False  # bfloat16 autocast around forward passes (training and evaluation)
@@ -76,17 +76,14 @@ class TrainConfig:
     #: train (and test) on these classes only, relabelled 0..n-1 in this order (open-set protocols)
     train_classes: tuple[int, ...] | None = None
 
-    def uses_channels_last(self) -> bool:
-        """Whether the run trains in channels-last memory format (``channels_last``, or by default: image data)."""
-        if self.channels_last is not None:
-            return bool(self.channels_last)
-        from ..data import IMAGE_DATASETS
+    def __post_init__(self):
+        if self.channels_last is None:  # the default, decided by the data: NHWC for images
+            from ..data import IMAGE_DATASETS
 
-        return self.dataset in DATASETS and DATASETS.canonical(self.dataset) in IMAGE_DATASETS
+            self.channels_last = self.dataset in DATASETS and DATASETS.canonical(self.dataset) in IMAGE_DATASETS
 
     def identity(self) -> dict:
         d = dataclasses.asdict(self)
-        d["channels_last"] = self.uses_channels_last()  # the default resolved: the id names what ran
         d["milestones"] = list(d["milestones"])
         for name, default in _OPTIONAL_IDENTITY.items():  # keep the run ids of default runs as they were
             if d[name] == default:
@@ -326,7 +323,7 @@ class Trainer:
         self.load_data()
         torch.manual_seed(derive_seed(c.seed, "init"))
         self.model = self.build_model()
-        if c.uses_channels_last():
+        if c.channels_last:
             self.model.to(memory_format=torch.channels_last)
         self.method: Method = METHODS.create(c.method, num_classes=self.num_classes, seed=c.seed,
                                              check_inputs=False, **c.method_kwargs).to(self.device)
@@ -489,7 +486,6 @@ class Trainer:
             data_gen.manual_seed(derive_seed(c.seed, epoch, "data", self.rank))
         self.model.train()
         self.method.train()
-        nhwc = c.uses_channels_last()
         total = torch.zeros((), device=dev)
         steps = 0
         for start in range(0, order.numel(), c.batch_size):
@@ -497,7 +493,7 @@ class Trainer:
             if idx.numel() < 2:  # a final batch of one cannot be mixed
                 continue
             x = self.train_batch(idx, data_gen)
-            if nhwc and x.dim() == 4:
+            if c.channels_last and x.dim() == 4:
                 x = x.contiguous(memory_format=torch.channels_last)
             loss = self.step_loss(x, self.t_train[idx])
             self.optimizer_step(loss)
