@@ -18,6 +18,16 @@ def shared_data_root() -> Path | None:
 
 
 @pytest.fixture
+def one_thread():
+    """One torch thread for the test (restored after): small networks and tensors run faster on one, and a second
+    one only waits for a busy core on a shared machine. Use with ``pytest.mark.usefixtures("one_thread")``."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
 def data_root():
     """The staged datasets (../shared/data beside the repo); tests that need them skip without them."""
     root = shared_data_root()

@@ -115,10 +115,23 @@ def test_gather_global_is_identity_in_one_process():
 
 
 def test_new_config_fields_keep_default_run_ids():
-    c = TrainConfig()
+    c = TrainConfig(channels_last=False)
     assert not {"channels_last", "bf16", "compile", "world_size"} & set(c.identity())
-    ids = {TrainConfig(**{flag: True}).run_id() for flag in ("channels_last", "bf16", "compile")}
-    assert len(ids | {c.run_id()}) == 4
+    ids = {TrainConfig(**{flag: True}).run_id() for flag in ("bf16", "compile")}
+    assert len(ids | {c.run_id(), TrainConfig(channels_last=True).run_id()}) == 4
+
+
+def test_channels_last_by_default_for_images_only_and_named_in_the_run_id():
+    image, text = TrainConfig(dataset="mnist"), TrainConfig(dataset="trec", model="kim-cnn")
+    assert image.channels_last is True and image.identity()["channels_last"] is True  # set on construction
+    assert image == TrainConfig(dataset="mnist", channels_last=True)
+    assert image.run_id() != TrainConfig(dataset="mnist", channels_last=False).run_id()
+    assert text.channels_last is False and "channels_last" not in text.identity()  # text run ids unchanged
+    assert TrainConfig(dataset="fmnist").channels_last and not TrainConfig(dataset="miml").channels_last
+    # a run stored before the default (no key): NCHW, and its id is rebuilt unchanged
+    old = TrainConfig(dataset="mnist", channels_last=False).identity()
+    assert TrainConfig.from_identity(old).run_id() == TrainConfig(dataset="mnist", channels_last=False).run_id()
+    assert TrainConfig.from_identity(image.identity()) == image
 
 
 def test_world_size_mismatch_is_a_clear_error(monkeypatch):

@@ -27,14 +27,16 @@ def max_param_diff(a, b):
 
 @pytest.mark.parametrize("method", ["manifold"])  # the staged path; input mixers use the same model call
 def test_channels_last_trains_like_the_fp32_path(tmp_path, method):
-    ref, r_ref = train(tmp_path / "a", method=method)
-    nhwc, r_nhwc = train(tmp_path / "b", method=method, channels_last=True)
+    ref, r_ref = train(tmp_path / "a", method=method, channels_last=False)
+    nhwc, r_nhwc = train(tmp_path / "b", method=method)  # the default for image data
     conv = nhwc.model.stages[1][0].weight  # (the first conv has one input channel: both layouts at once)
     assert conv.is_contiguous(memory_format=torch.channels_last) and not conv.is_contiguous()
     # same computation in another memory layout (oneDNN's NHWC kernels round differently)
     torch.testing.assert_close(losses(r_nhwc), losses(r_ref), rtol=1e-3, atol=1e-4)
     assert max_param_diff(ref, nhwc) < 5e-3
     assert r_nhwc["run_id"] != r_ref["run_id"]
+    assert not any(p.is_contiguous(memory_format=torch.channels_last) and not p.is_contiguous()
+                   for p in ref.model.parameters())  # channels_last=False: NCHW throughout
 
 
 def test_bf16_autocast_runs_forward_in_bf16_and_keeps_fp32_weights(tmp_path):

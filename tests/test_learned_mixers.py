@@ -12,13 +12,7 @@ from mixlab.models.cnn11 import CNN11
 from mixlab.registry import METHODS
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small networks: one thread is faster (and kinder to a shared machine) than several."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def blobs(n, channels=1, size=28, seed=0):

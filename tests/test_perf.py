@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from mixlab.cli import main
-from mixlab.cli.perf import Bench, Builder, method_kwargs, per_sample_dataset
+from mixlab.cli.perf import GOAL_METHODS, Bench, Builder, goal_for, method_kwargs, plain_loop_epoch
 
 FIELDS = dict(dataset="digits", model="cnn11", model_kwargs={"width": 0.25}, subset_per_class=10, batch_size=16,
               crop_padding=0, flip=False, lr=0.01, epochs=1, test_limit=1)
@@ -13,8 +13,8 @@ FIELDS = dict(dataset="digits", model="cnn11", model_kwargs={"width": 0.25}, sub
 
 def test_perf_command_reports_every_method(tmp_path, capsys):
     rc = main(["perf", "--methods", "erm,mixup,manifold", "--model-arg", "width=0.25", "--subset-per-class", "10",
-               "--batch-size", "16", "--repeats", "2", "--warmup", "1", "--engine-vs-dataloader", "--epochs-timed",
-               "1", "--json", "--threads", "1"])
+               "--batch-size", "16", "--repeats", "2", "--warmup", "1", "--engine-vs-loop", "--epochs-timed",
+               "1", "--json", "--threads", "1", "--no-ot"])
     assert rc == 0
     out = capsys.readouterr().out
     report = json.loads(out.strip().splitlines()[-1])
@@ -24,9 +24,11 @@ def test_perf_command_reports_every_method(tmp_path, capsys):
         assert row["memory_kind"] == "saved" and row["memory_mb"] > 0
     assert report["methods"]["mixup"]["input_mixer"] and report["methods"]["mixup"]["target"] == 1.05
     assert report["methods"]["manifold"]["mix_kind"] == "forward - ERM forward"
-    assert "ot" in report and "engine_vs_dataloader" in report
-    assert report["engine_vs_dataloader"]["engine_samples_per_second"] > 0
+    e = report["engine_vs_loop"]
+    assert e["engine_samples_per_second"] > 0 and e["loop_samples_per_second"] > 0 and e["engine_channels_last"]
+    assert e["engine_speedup_range"][0] <= e["engine_speedup"] <= e["engine_speedup_range"][1]
     assert "mixup" in out and "x ERM" in out  # the table
+    assert "engine / plain batched loop" in out and "goal > 1" in out
 
 
 def test_every_registered_method_gets_a_row_or_a_reason(capsys):
@@ -52,17 +54,29 @@ def test_bench_step_is_the_engine_step_and_memory_scales_with_batch(tmp_path):
     assert kind == "saved" and 1.5 < m_large / m_small < 2.5  # activations grow with the batch
 
 
-def test_dataloader_baseline_sees_the_same_images_as_the_engine(tmp_path):
+def test_plain_loop_trains_on_the_engines_batches(tmp_path):
     builder = Builder(FIELDS, str(tmp_path))
     trainer = builder.trainer("erm")
-    ds = per_sample_dataset(trainer.train_data, padding=0, flip=False)
-    idx = torch.arange(5)
-    expected = trainer.augment(trainer.x_train[idx], None, train=False)
-    got = torch.stack([ds[i][0] for i in range(5)])
-    torch.testing.assert_close(got, expected)
-    assert [int(ds[i][1]) for i in range(5)] == trainer.y_train[:5].tolist()
-    cropped = per_sample_dataset(trainer.train_data, padding=2, flip=True)[0][0]
-    assert cropped.shape == expected[0].shape
+    seen = []
+    model = trainer.build_model()
+    model.register_forward_pre_hook(lambda m, args: seen.append(args[0].clone()))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    before = [p.detach().clone() for p in model.parameters()]
+    plain_loop_epoch(model, optimizer, trainer.x_train, trainer.y_train, trainer.augment, 16,
+                     torch.Generator().manual_seed(3))
+    # what the engine's train_batch makes of the same order and generator, batch by batch
+    g = torch.Generator().manual_seed(3)
+    order = torch.randperm(trainer.x_train.shape[0], generator=g)
+    expected = [trainer.train_batch(order[i:i + 16], g) for i in range(0, len(order), 16) if len(order[i:i + 16]) > 1]
+    assert len(seen) == len(expected) and all(torch.equal(a, b) for a, b in zip(seen, expected))
+    assert not seen[0].is_contiguous(memory_format=torch.channels_last) or seen[0].shape[1] == 1  # NCHW, as users do
+    assert any(not torch.equal(p, q) for p, q in zip(model.parameters(), before))
+
+
+def test_goals_name_their_baselines():
+    assert goal_for("amp+mixup") == (2.1, "base_ratio") and goal_for("opttransmix") == (1.05, "per_sample_ratio")
+    assert goal_for("transformmix") == (1.3, "step_ratio") and goal_for("multimix") == (1.3, "step_ratio")
+    assert goal_for("erm") is None and GOAL_METHODS["multimix"] == {"n": 5000}
 
 
 def test_method_arg_parsing():
@@ -75,10 +89,13 @@ def test_method_arg_parsing():
 def test_bench_ot_compares_with_pot_on_mnist_pairs(data_root, capsys):
     pytest.importorskip("ot")
     assert main(["bench-ot", "--data-dir", str(data_root), "--pairs", "4", "--repeats", "2", "--steps", "0",
-                 "--json"]) == 0
+                 "--sinkhorn-sizes", "4,9", "--sinkhorn-batch", "3", "--sinkhorn-channels", "8", "--json"]) == 0
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     r = out["barycenter"]
     assert out["machine"]["torch_threads"] >= 1 and out["machine"]["cores"] >= 1
+    for size, v in out["sinkhorn"]["sizes"].items():  # ours against the authors' algorithm, same costs
+        assert int(size) in (4, 9) and len(v["speedup_per_repeat"]) == 2 and v["max_abs_plan_diff"] < 1e-3
+        assert v["speedup_min"] <= v["speedup"] <= v["speedup_max"]
     assert r["pairs"] == 4 and len(r["pot_seconds_all"]) == len(r["ours_seconds_all"]) == 2
     assert r["l1_max"] < 1e-3 and 10 < r["iterations_mean"] < r["pot_iterations_mean"]
     assert 0 < r["pot_l1_mean"] <= r["pot_l1_max"] < 1e-2  # POT at its default stopThr is near, not at, convergence

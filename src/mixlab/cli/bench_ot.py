@@ -9,12 +9,20 @@
    the PyTorch iteration is timed in the same runs too and reported beside it.
 2. Step time (forward + backward + SGD step) on PreActResNet-18, batch 128, 32x32 inputs: ERM, AlignMixup and
    MultiMix (n = 1000), interleaved, median of ``--steps`` steps each; ratios against ERM.
+3. AlignMixup's Sinkhorn (:func:`mixlab.ot.sinkhorn`) against the authors' algorithm (:func:`authors_sinkhorn`)
+   on the same cost matrices: ``--sinkhorn-batch`` (128) pairs of feature maps with ``r`` positions
+   (``--sinkhorn-sizes``: 16 = 4x4, 64 = 8x8) of ``--sinkhorn-channels`` (512) BN-ReLU-like features (ReLU of
+   standard normals; the partner is a permutation of the batch, as in AlignMixup), eps 0.1, 100 iterations for
+   both; the two alternate ``--repeats`` times and the paired time ratios are reported (median and range).
 """
 from __future__ import annotations
 
 import time
 
 from .common import add_common, apply_threads, nonneg_int, number, positive_float, positive_int, print_json
+
+#: issue 20: AlignMixup's Sinkhorn at least this many times as fast as the authors' algorithm
+SINKHORN_GOAL = 5.0
 
 
 def add_parser(sub) -> None:
@@ -33,6 +41,10 @@ def add_parser(sub) -> None:
     p.add_argument("--steps", type=nonneg_int, default=3, help="timed training steps per method (0: skip part 2)")
     p.add_argument("--batch-size", type=positive_int, default=128)
     p.add_argument("--skip-barycenter", action="store_true")
+    p.add_argument("--sinkhorn-sizes", default="16,64",
+                   help="feature-map positions r for the Sinkhorn comparison (comma-separated; empty: skip it)")
+    p.add_argument("--sinkhorn-batch", type=int, default=128)
+    p.add_argument("--sinkhorn-channels", type=int, default=512)
     p.add_argument("--json", action="store_true")
     add_common(p)
     p.set_defaults(func=run)
@@ -166,6 +178,78 @@ def step_bench(steps: int, batch_size: int, device="cpu") -> dict:
             "ratio_vs_erm": {k: v / med["erm"] for k, v in med.items() if k != "erm"}}
 
 
+def authors_sinkhorn(cost: "Tensor", eps: float, max_iter: int = 100, thresh: float = 0.1) -> "Tensor":
+    """The Sinkhorn loop of the AlignMixup code (shashankvkt/AlignMixup_CVPR22, ``utils/OT.py``), a benchmark
+    baseline: log-domain dual ascent on ``u, v`` with ``M_ij = (u_i + v_j - C_ij) / eps`` rebuilt for every
+    half-step, marginals ``log(1/r + 1e-8)``, the batch-mean L1 change of ``u`` read on the host after every
+    iteration (stop below ``thresh``; pass 0 to run all ``max_iter``). ``cost`` (B, r, s) -> plans (B, r, s)."""
+    import torch
+
+    b, r, s = cost.shape
+    log_mu = torch.full((b, r), 1.0 / r, dtype=cost.dtype, device=cost.device).add_(1e-8).log_()
+    log_nu = torch.full((b, s), 1.0 / s, dtype=cost.dtype, device=cost.device).add_(1e-8).log_()
+    u, v = torch.zeros_like(log_mu), torch.zeros_like(log_nu)
+
+    def modified_cost(u, v):
+        return (-cost + u[:, :, None] + v[:, None, :]) / eps
+
+    for _ in range(max_iter):
+        u_prev = u
+        u = eps * (log_mu - torch.logsumexp(modified_cost(u, v), dim=-1)) + u
+        v = eps * (log_nu - torch.logsumexp(modified_cost(u, v).transpose(-2, -1), dim=-1)) + v
+        if float((u - u_prev).abs().sum(-1).mean()) < thresh:
+            break
+    return torch.exp(modified_cost(u, v))
+
+
+def sinkhorn_bench(sizes=(16, 64), batch: int = 128, channels: int = 512, eps: float = 0.1, iters: int = 100,
+                   repeats: int = 3, device="cpu") -> dict:
+    """Ours against :func:`authors_sinkhorn` on the same costs, alternating; paired time ratios per size."""
+    import statistics
+
+    import torch
+
+    from ..ot import sinkhorn, squared_distances
+
+    dev = torch.device(device)
+    out = {"batch": batch, "channels": channels, "eps": eps, "iterations": iters, "sizes": {}}
+    for r in sizes:
+        g = torch.Generator().manual_seed(r)
+        x = torch.randn(batch, r, channels, generator=g).relu_().to(dev)  # BN-ReLU-like feature maps
+        y = x[torch.randperm(batch, generator=g).to(dev)]
+        cost = squared_distances(x, y)
+
+        def ours():
+            return sinkhorn(x, y, eps, max_iter=iters, tol=0, cost=cost)
+
+        def theirs():
+            return authors_sinkhorn(cost, eps, max_iter=iters, thresh=0.0)
+
+        t_ours, t_theirs = [], []
+        plan, ref = ours(), theirs()  # warm-up
+        for _ in range(max(1, repeats)):  # alternating, so load on the machine hits both alike
+            t_theirs.append(_timed(theirs, dev))
+            t_ours.append(_timed(ours, dev))
+        ratios = [a / b for a, b in zip(t_theirs, t_ours)]
+        out["sizes"][r] = {"ours_seconds": statistics.median(t_ours), "authors_seconds": statistics.median(t_theirs),
+                           "speedup": statistics.median(ratios), "speedup_min": min(ratios),
+                           "speedup_max": max(ratios), "speedup_per_repeat": ratios,
+                           "max_abs_plan_diff": float((plan - ref).abs().max())}
+    return out
+
+
+def _timed(fn, dev) -> float:
+    import torch
+
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+    t0 = time.perf_counter()
+    fn()
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+    return time.perf_counter() - t0
+
+
 def run(args) -> int:
     from ..reproduce import machine
 
@@ -205,6 +289,18 @@ def run(args) -> int:
             ratio = "" if k == "erm" else f"  {s['ratio_vs_erm'][k]:.2f}x ERM"
             print(f"  {k:<20}{v:8.3f} s{ratio}")
         print("  limits: alignmix (expected over its two branches) <= 1.2x, multimix <= 1.3x")
+    sizes = [int(v) for v in args.sinkhorn_sizes.split(",") if v.strip()]
+    if sizes:
+        r = sinkhorn_bench(sizes, args.sinkhorn_batch, args.sinkhorn_channels, repeats=args.repeats,
+                           device=args.device)
+        out["sinkhorn"] = r
+        print(f"AlignMixup's Sinkhorn vs the authors' algorithm: batch {r['batch']}, {r['channels']} channels, eps "
+              f"{r['eps']}, {r['iterations']} iterations, paired ratios of {args.repeats} alternating runs:")
+        for size, v in r["sizes"].items():
+            flag = "ok" if v["speedup"] >= SINKHORN_GOAL else "under"
+            print(f"  r = {size:<4} ours {1000 * v['ours_seconds']:8.1f} ms, authors' {1000 * v['authors_seconds']:8.1f} "
+                  f"ms: {v['speedup']:.2f}x ({v['speedup_min']:.2f}-{v['speedup_max']:.2f}; goal >= "
+                  f"{SINKHORN_GOAL:g}x {flag}); max |plan difference| {v['max_abs_plan_diff']:.1e}")
     if args.json:
         print_json(out)
     return 0

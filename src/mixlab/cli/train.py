@@ -1,6 +1,8 @@
 """``mixlab train``: one run."""
 from __future__ import annotations
 
+import argparse
+
 from .common import (add_common, apply_threads, int_list, nonneg_float, nonneg_int, parse_kv, positive_float,
                      positive_int, print_json)
 
@@ -8,13 +10,11 @@ GPU_FLAGS = ("channels_last", "bf16", "compile")
 
 
 def add_gpu_flags(p) -> None:
-    """The GPU-path switches (all off by default; they work on CPU too). Multi-GPU: launch with torchrun."""
-    p.add_argument("--channels-last", action="store_true", default=None,
-                   help="NHWC memory format for the model and its batches (GPU path; default off)")
-    p.add_argument("--bf16", action="store_true", default=None,
-                   help="bfloat16 autocast for forward passes (default off)")
-    p.add_argument("--compile", action="store_true", default=None,
-                   help="torch.compile the model's stages (default off)")
+    """The memory-format and GPU-path switches (they work on CPU too). Multi-GPU: launch with torchrun."""
+    p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
+                   help="NHWC memory format (default: on for image datasets, where its convolutions are faster)")
+    p.add_argument("--bf16", action="store_true", default=None, help="bfloat16 autocast for forward passes (default off)")
+    p.add_argument("--compile", action="store_true", default=None, help="torch.compile the model's stages (default off)")
 
 JSON_KEYS = ("run_id", "status", "method", "dataset", "model", "seed", "epochs", "test_error", "test_top5_error",
              "train_seconds", "samples_per_second", "train_size", "test_set", "device", "protocol",

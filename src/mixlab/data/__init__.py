@@ -19,6 +19,8 @@ DATASETS.register("subj", T + "load_subj", "SUBJ subjectivity (10-fold CV)")
 DATASETS.register("mr", T + "load_mr", "MR movie reviews (10-fold CV)")
 DATASETS.register("cr", T + "load_cr", "CR customer reviews (10-fold CV)")
 DATASETS.register("mpqa", T + "load_mpqa", "MPQA opinion polarity (10-fold CV)")
+#: datasets of images (B, C, H, W): the engine trains them in channels-last memory format by default
+IMAGE_DATASETS = frozenset({"mnist", "fashion-mnist", "kmnist", "cifar10", "cifar100", "digits"})
 #: datasets trained by mixlab.train.text.TextTrainer
 TEXT_DATASETS = frozenset({"trec", "sst1", "sst2", "subj", "mr", "cr", "mpqa"})
 DATASETS.register("miml", "mixlab.data.miml:load_miml", "MIML scenes, 2,000 bags of 9 x 15 features, 5 labels (multi-label)")
@@ -29,4 +31,4 @@ def load_dataset(name: str, split: str = "train", root=None, download: bool = Tr
     return DATASETS.get(name)(split=split, root=root, download=download)
 
 
-__all__ = ["DATASETS", "TEXT_DATASETS", "DatasetFileError", "ImageData", "data_root", "load_dataset"]
+__all__ = ["DATASETS", "IMAGE_DATASETS", "TEXT_DATASETS", "DatasetFileError", "ImageData", "data_root", "load_dataset"]

@@ -19,6 +19,10 @@ Choices the paper leaves open (ours, stated here):
   ``1 + clean_weight``, which keeps ERM's gradient scale (the sum doubles it, as a doubled learning rate
   would); ``alpha = 1``, ``n = 1000``, ``m = b`` (each tuple may instead take a random subset of ``m``
   examples of the batch);
+* where what follows the mixing point is affine (a linear head: after ``pool`` for ``mix_at="embedding"``, after
+  GAP for ``"feature-map"`` on GAP + linear models), the batch's logits are mixed with ``Lambda`` instead of
+  classifying ``n`` mixed embeddings: the same thing, since ``Lambda``'s columns sum to one, at a fraction of the
+  cost for large ``n`` (the loss equal up to float rounding);
 * attention ``a_i`` = CAM of example ``i`` for its own class (argmax of its target), ReLU'd and normalised to
   sum one over positions, detached (a weighting, not a learnt path); a position where every example has zero
   attention falls back to ``Lambda^j``;
@@ -74,6 +78,7 @@ class MultiMix(Method):
 
     name = "multimix"
     needs_stages = True
+    revision = 1  # 1: with an affine classifier after the mixing point, logits are mixed (same loss up to rounding)
 
     def __init__(self, n: int = 1000, alpha: float = 1.0, clean_weight: float = 1.0, mix_at: str = "embedding",
                  m: int | None = None, global_batch: bool = False, mean_loss: bool = False, num_classes=None,
@@ -107,13 +112,27 @@ class MultiMix(Method):
 
             z, t = gather_global(z_local), gather_global(targets)
         lam = self.weights(z.shape[0], z.device).to(z.dtype)  # Lambda (m, n)
-        z_mix = (lam.t() @ z.flatten(1)).reshape(-1, *z.shape[1:])  # eq. 3, as rows: (n, d)
         t_mix = lam.t() @ t.to(z.dtype)  # eq. 4
         classify = (lambda f: model.head(model.pool(f))) if fmap else model.head
-        loss = loss_fn(classify(z_mix), t_mix)
+        if self.affine_classifier(model):  # classify(Z Lambda) = classify(Z) Lambda: mix the m logits, not n maps
+            logits = classify(z)
+            loss = loss_fn(lam.t() @ logits.to(lam.dtype), t_mix)  # eq. 3 through the classifier
+            clean = logits if z is z_local else classify(z_local)
+        else:
+            z_mix = (lam.t() @ z.flatten(1)).reshape(-1, *z.shape[1:])  # eq. 3, as rows: (n, d)
+            loss = loss_fn(classify(z_mix), t_mix)
+            clean = classify(z_local) if self.clean_weight else None
         if self.clean_weight:
-            loss = loss + self.clean_weight * loss_fn(classify(z_local), targets)
+            loss = loss + self.clean_weight * loss_fn(clean, targets)
         return self.combine(loss)
+
+    def affine_classifier(self, model) -> bool:
+        """Whether what follows the mixing point is affine (a linear head, after GAP for ``mix_at="feature-map"``),
+        so that classifying the ``n`` mixtures equals mixing the batch's logits with the same weights (columns of
+        ``Lambda`` sum to one): the same loss up to rounding, for a fraction of the cost at large ``n``."""
+        if not isinstance(getattr(model, "head", None), torch.nn.Linear):
+            return False
+        return self.mix_at == "embedding" or bool(getattr(model, "gap_linear_head", False))
 
     def combine(self, loss: Tensor) -> Tensor:
         """The summed mixed + clean loss, or its weighted mean (``mean_loss``)."""
@@ -135,6 +154,7 @@ class DenseMultiMix(MultiMix):
     """
 
     name = "dense-multimix"
+    revision = 0  # unchanged by MultiMix's revision 1 (its own mixing already works on logits where it can)
 
     def attention(self, model, fmap: Tensor, targets: Tensor) -> Tensor:
         """``(b, r)`` non-negative attention, each row summing to one (zero rows stay zero); no gradient."""

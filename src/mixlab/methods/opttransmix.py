@@ -72,7 +72,10 @@ class OptTransMix(InputMixer):
     Args:
         reg: entropic regularisation / smoothing parameter, POT's meaning (0.004: 28 px digits).
         ranges: ratio intervals (``[0.1, 0.3]`` and ``[0.7, 0.9]``).
-        extra: barycenter samples appended per real sample in each training batch (1.0).
+        extra: barycenter samples appended per real sample in each training batch (1.0: each step trains on
+            ``2 B`` examples, half of them barycenters).
+        share: instead of ``extra``, the share of barycenter samples in each training batch (``extra = share /
+            (1 - share)``; 0.5 is ``extra = 1``, 0.2 is ``extra = 0.25``).
         mode: ``cache`` (precomputed for the training set, as the paper) or ``online``.
         per_image: cached barycenters per training image (10; cache mode).
         max_iter, tol: barycenter solver budget and tolerance.
@@ -85,7 +88,7 @@ class OptTransMix(InputMixer):
     name = "opttransmix"
 
     def __init__(self, reg: float = 0.004, ranges=((0.1, 0.3), (0.7, 0.9)), extra: float = 1.0,
-                 mode: str = "cache", per_image: int = 10, max_iter: int = 1000, tol: float = 1e-4,
+                 share: float | None = None, mode: str = "cache", per_image: int = 10, max_iter: int = 1000, tol: float = 1e-4,
                  cache_dir: str | None = None, cache_seed: int = 0, chunk: int = 512, inner: str | None = None,
                  inner_kwargs: dict | None = None, num_classes=None, seed=0, check_inputs=True):
         super().__init__(num_classes, seed, check_inputs)
@@ -96,6 +99,15 @@ class OptTransMix(InputMixer):
         self.ranges = tuple((float(a), float(b)) for a, b in ranges)
         if any(not 0 <= a < b <= 1 for a, b in self.ranges):
             raise ValueError(f"ranges must be intervals inside [0, 1], got {ranges}")
+        if share is not None:
+            if float(extra) != 1.0:
+                raise ValueError(f"give extra or share (the share of barycenter samples in a batch), not both; got "
+                                 f"extra={extra}, share={share}")
+            if not 0.0 <= float(share) < 1.0:
+                raise ValueError(f"share (of barycenter samples in a batch) must be in [0, 1), got {share}")
+            extra = float(share) / (1.0 - float(share))
+        if not float(extra) >= 0:
+            raise ValueError(f"extra (barycenter samples per real sample) must be >= 0, got {extra}")
         self.reg, self.extra, self.mode, self.per_image = float(reg), float(extra), mode, int(per_image)
         self.max_iter, self.tol, self.chunk = int(max_iter), float(tol), int(chunk)
         self.cache_dir, self.cache_seed = cache_dir, int(cache_seed)
@@ -145,8 +157,16 @@ class OptTransMix(InputMixer):
         self.cache_x = cache["x"].to(trainer.device)
         self.cache_t = trainer.t_train[heavier.to(trainer.device)]
 
+    def num_extra(self, batch_size: int) -> int:
+        """Barycenter samples added to a training batch of ``batch_size`` real ones."""
+        return int(round(self.extra * batch_size))
+
+    def samples_per_step(self, batch_size: int) -> int:
+        """Examples one training step feeds the model (what its step time is per-sample against)."""
+        return batch_size + self.num_extra(batch_size)
+
     def extra_samples(self, x: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
-        n = int(round(self.extra * x.shape[0]))
+        n = self.num_extra(x.shape[0])
         if self.cache_x is not None:
             idx = torch.randint(self.cache_x.shape[0], (n,), generator=self.generator).to(x.device, non_blocking=True)
             return self.augment(self.cache_x[idx], self.generator), self.cache_t[idx]

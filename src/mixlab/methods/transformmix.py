@@ -398,12 +398,13 @@ class TransformMix(PixelSpaceMixer):
             self.module.eval()
         return self
 
-    def sample(self, batch_size: int, device) -> tuple[Tensor, Tensor, Tensor]:
-        """``lam`` (B, k) ~ Dir(alpha), partner indices (k, B) (row 0 the batch itself), noise (B, 1, S, S)."""
+    def sample(self, batch_size: int, device=None) -> tuple[Tensor, Tensor, Tensor]:
+        """``lam`` (B, k) ~ Dir(alpha), partner indices (k, B) (row 0 the batch itself), noise (B, 1, S, S); drawn
+        on the CPU, then moved to ``device`` (None: left there)."""
         lam, index = draw_groups(batch_size, self.k, self.alpha, self.generator)
         s = self.module.image_size
         z = torch.randn(batch_size, 1, s, s, generator=self.generator)
-        return tuple(v.to(device, non_blocking=True) for v in (lam, index, z))
+        return tuple(v if device is None else v.to(device, non_blocking=True) for v in (lam, index, z))
 
     def cams(self, x: Tensor, t: Tensor) -> Tensor:
         """Teacher CAMs ``(B, H, W)`` of normalised-space images ``x`` for their (top) labels."""
@@ -417,14 +418,15 @@ class TransformMix(PixelSpaceMixer):
             raise RuntimeError("transformmix has no mixing module yet: pass mixer_from=PATH, train it through the "
                                "engine (setup), or call attach(teacher, module)")
         b = x.shape[0]
-        lam, drawn, z = self.sample(b, x.device)
-        index = drawn if index is None else index.to(x.device)
+        lam_cpu, drawn, z = self.sample(b)  # kept on the CPU for self.last: no copy back from the device
+        index_cpu = drawn if index is None else index.cpu()
+        lam, index, z = (v.to(x.device, non_blocking=True) for v in (lam_cpu, index_cpu, z))
         cams = self.cams(x, t)
         x01 = self.to_pixels(x)
         with torch.set_grad_enabled(grad):
             out = self.module(x01[index].transpose(0, 1), cams[index].transpose(0, 1), lam, z)
         t_mix = torch.einsum("bk,kbc->bc", lam.to(t.dtype), t[index])                      # y' = sum lambda_i y_i
-        self.last = MixInfo(lam[:, 0].cpu(), index[1].cpu()) if self.k == 2 else MixInfo(lam.cpu(), index.cpu())
+        self.last = MixInfo(lam_cpu[:, 0], index_cpu[1]) if self.k == 2 else MixInfo(lam_cpu, index_cpu)
         self.last_output = out
         return self.from_pixels(out.x_mix), t_mix, out
 
@@ -539,6 +541,9 @@ class TransformMix(PixelSpaceMixer):
                 origin = (f"searched, saved to {path} (teacher loss {losses[0]:.3f} -> {losses[-1]:.3f} at "
                           f"temperature {self.fitted_temperature:.3g})")
         self.attach(teacher, module.to(dev), frozen=True)
+        if trainer.config.channels_last:  # the frozen networks in the run's memory format: faster convolutions
+            teacher.to(memory_format=torch.channels_last)
+            module.to(memory_format=torch.channels_last)
         print(f"transformmix: module k={module.k} ({module.ablation}, {count_parameters(module)} parameters, "
               f"tau {float(module.tau):.3f}) {origin}", file=sys.stderr)
 
