@@ -69,7 +69,7 @@ def test_dry_run_prints_every_cell_and_writes_nothing(tmp_path, capsys, all_stag
 
 def test_dry_run_fails_on_a_cell_without_a_documented_reason(tmp_path, capsys, monkeypatch, all_staged):
     rep = reproduce.Reproduction("test-broken", "broken", (reproduce.Table(
-        "t", reproduce._rows([("Mixup", "mixup"), ("Unknown", "no-such-method"), ("PuzzleMix", "puzzlemix")]),
+        "t", reproduce._rows([("Mixup", "mixup"), ("Unknown", "no-such-method"), ("StyleCutMix", "stylecutmix")]),
         (reproduce.Column("digits", "digits-quick", "digits-quick"),
          reproduce.Column("typo", "no-such-protocol", "no-such-protocol"))),),)
     monkeypatch.setitem(reproduce.REPRODUCTIONS, "test-broken", rep)
@@ -77,7 +77,7 @@ def test_dry_run_fails_on_a_cell_without_a_documented_reason(tmp_path, capsys, m
     out = capsys.readouterr().out
     assert "NOT DOCUMENTED: protocol `no-such-protocol` not available" in out
     assert "NOT DOCUMENTED: method `no-such-method` not available" in out
-    assert "UNAVAILABLE (method not implemented: PuzzleMix is a baseline still to be added (see issue 18" in out
+    assert "UNAVAILABLE (method not implemented: StyleCutMix (AlignMixup paper's comparison) is not in mixlab" in out
     assert "6 cells: 1 available, 1 unavailable for a documented reason, 4 unavailable without one" in out
 
 

@@ -111,8 +111,6 @@ def paper_numbers() -> dict:
 # ------------------------------------------------------------------------------------------ availability
 #: methods that papers' tables name and mixlab does not implement, with the documented reason (shown in the table)
 NOT_IMPLEMENTED = {
-    "puzzlemix": "method not implemented: PuzzleMix is a baseline still to be added (see issue 18, baselines)",
-    "comixup": "method not implemented: Co-Mixup is a baseline still to be added (see issue 18, baselines)",
     "stylecutmix": "method not implemented: StyleCutMix (AlignMixup paper's comparison) is not in mixlab and no "
                    "issue plans it",
     "alignmix-ae": "method not implemented: AlignMixup/AE (AlignMixup with an autoencoder) is not in mixlab and no "

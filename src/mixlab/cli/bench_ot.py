@@ -43,8 +43,8 @@ def add_parser(sub) -> None:
     p.add_argument("--skip-barycenter", action="store_true")
     p.add_argument("--sinkhorn-sizes", default="16,64",
                    help="feature-map positions r for the Sinkhorn comparison (comma-separated; empty: skip it)")
-    p.add_argument("--sinkhorn-batch", type=int, default=128)
-    p.add_argument("--sinkhorn-channels", type=int, default=512)
+    p.add_argument("--sinkhorn-batch", type=positive_int, default=128)
+    p.add_argument("--sinkhorn-channels", type=positive_int, default=512)
     p.add_argument("--json", action="store_true")
     add_common(p)
     p.set_defaults(func=run)
