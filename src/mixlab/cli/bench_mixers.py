@@ -151,6 +151,14 @@ def paper_ratios(rows: list[dict]) -> list[dict]:
     return out
 
 
+def format_row(r: dict) -> str:
+    mix = (f"{r['mix_s']:.4f}" + ("*" if r["mix_kind"] == "loss fwd - ERM's" else " ")) if "mix_s" in r else "- "
+    ratio = f"{r['mix_vs_mixup']:.1f}" if "mix_vs_mixup" in r else "-"
+    loss = f"{r['loss_forward_s']:.4f}" if "loss_forward_s" in r else "-"
+    vs_erm = f"{r['loss_vs_erm']:.2f}" if "loss_vs_erm" in r else "-"
+    return f"{r['shape']:<10}{r['method']:<19}{mix:>13}{ratio:>9}{loss:>12}{vs_erm:>8}"
+
+
 def run(args) -> int:
     import torch
 
@@ -170,6 +178,8 @@ def run(args) -> int:
     wanted = list(dict.fromkeys(["erm", "mixup"] + wanted))  # the baselines of the ratios, timed first
     model_kwargs = parse_kv(args.model_arg) or {"width": 0.5}
     gen = torch.Generator().manual_seed(0)
+    print(f"device {device}; batch {args.batch_size}; model {args.model} {model_kwargs}; median of {args.repeats}")
+    print(f"{'shape':<10}{'method':<19}{'mix s/batch':>13}{'x mixup':>9}{'loss fwd s':>12}{'x erm':>8}", flush=True)
     rows, skipped = [], {}
     for channels, size in args.shapes:
         x = torch.rand(args.batch_size, channels, size, size, generator=gen).to(device)
@@ -178,29 +188,22 @@ def run(args) -> int:
         model = MODELS.create(args.model, num_classes=10, in_channels=channels, image_size=size, **model_kwargs)
         model = model.to(device).eval()
         erm = METHODS.create("erm", num_classes=10).to(device)
-        label = f"{channels}x{size}x{size}"
-        shape_rows = []
-        for name in wanted:
+        base = {}
+        for name in wanted:  # erm and mixup first: each row is printed with its ratios as soon as it is timed
             try:
-                shape_rows += time_method(name, model, x, t, erm, args.repeats, device)
+                new_rows = time_method(name, model, x, t, erm, args.repeats, device)
             except Exception as error:  # e.g. a text method on images: say why, go on
                 skipped[name] = f"{type(error).__name__}: {error}".splitlines()[0][:160]
-        base = {r["method"]: r for r in shape_rows}
-        for r in shape_rows:
-            r.update(shape=label, batch=args.batch_size)
-            if "mix_s" in r and "mixup" in base:
-                r["mix_vs_mixup"] = r["mix_s"] / max(base["mixup"]["mix_s"], 1e-9)
-            if "loss_forward_s" in r and "erm" in base:
-                r["loss_vs_erm"] = r["loss_forward_s"] / max(base["erm"]["loss_forward_s"], 1e-9)
-        rows += shape_rows
-    print(f"device {device}; batch {args.batch_size}; model {args.model} {model_kwargs}; median of {args.repeats}")
-    print(f"{'shape':<10}{'method':<19}{'mix s/batch':>13}{'x mixup':>9}{'loss fwd s':>12}{'x erm':>8}")
-    for r in rows:
-        mix = (f"{r['mix_s']:.4f}" + ("*" if r["mix_kind"] == "loss fwd - ERM's" else " ")) if "mix_s" in r else "- "
-        ratio = f"{r['mix_vs_mixup']:.1f}" if "mix_vs_mixup" in r else "-"
-        loss = f"{r['loss_forward_s']:.4f}" if "loss_forward_s" in r else "-"
-        vs_erm = f"{r['loss_vs_erm']:.2f}" if "loss_vs_erm" in r else "-"
-        print(f"{r['shape']:<10}{r['method']:<19}{mix:>13}{ratio:>9}{loss:>12}{vs_erm:>8}")
+                continue
+            for r in new_rows:
+                base.setdefault(r["method"], r)
+                r.update(shape=f"{channels}x{size}x{size}", batch=args.batch_size)
+                if "mix_s" in r and "mixup" in base:
+                    r["mix_vs_mixup"] = r["mix_s"] / max(base["mixup"]["mix_s"], 1e-9)
+                if "loss_forward_s" in r and "erm" in base:
+                    r["loss_vs_erm"] = r["loss_forward_s"] / max(base["erm"]["loss_forward_s"], 1e-9)
+                print(format_row(r), flush=True)
+            rows += new_rows
     print("mix: mix(x, t) (TransformMix: teacher CAMs + module); * = loss forward minus ERM's (mixing inside the "
           "loss: saliency forward-backward + mask for PuzzleMix / Co-Mixup; feature mixing)")
     for name, why in skipped.items():
