@@ -4,6 +4,7 @@
 >>> mixer = mixlab.create("mixup", alpha=1.0, num_classes=10)
 >>> x_mix, y_mix = mixer(x, y)          # input-space mixers
 >>> loss = method.training_loss(model, x, targets)   # any method, on a staged model
+>>> net = mixlab.stage(my_model)        # a user's own nn.Module with the staged interface
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from . import methods as _methods  # noqa: F401  (registers methods)
 from . import models as _models  # noqa: F401  (registers models)
 from . import data as _data  # noqa: F401  (registers datasets)
 from .methods.base import Method, InputMixer, soft_cross_entropy, multilabel_bce
+from .models.adapter import StagedAdapter, stage
 
 
 def create(name: str, **kwargs):
@@ -39,5 +41,5 @@ def list_datasets() -> list[str]:
     return DATASETS.names()
 
 
-__all__ = ["create", "list_methods", "create_model", "list_models", "list_datasets", "Method", "InputMixer",
+__all__ = ["create", "list_methods", "create_model", "stage", "StagedAdapter", "list_models", "list_datasets", "Method", "InputMixer",
            "soft_cross_entropy", "multilabel_bce", "METHODS", "MODELS", "DATASETS", "__version__"]
