@@ -14,7 +14,7 @@ from .registry import DATASETS, METHODS, MODELS
 from . import methods as _methods  # noqa: F401  (registers methods)
 from . import models as _models  # noqa: F401  (registers models)
 from . import data as _data  # noqa: F401  (registers datasets)
-from .methods.base import Method, InputMixer, soft_cross_entropy, multilabel_bce
+from .methods.base import Method, InputMixer, MixCollate, soft_cross_entropy, multilabel_bce
 from .models.adapter import StagedAdapter, stage
 
 
@@ -41,5 +41,5 @@ def list_datasets() -> list[str]:
     return DATASETS.names()
 
 
-__all__ = ["create", "list_methods", "create_model", "stage", "StagedAdapter", "list_models", "list_datasets", "Method", "InputMixer",
-           "soft_cross_entropy", "multilabel_bce", "METHODS", "MODELS", "DATASETS", "__version__"]
+__all__ = ["create", "list_methods", "create_model", "stage", "StagedAdapter", "list_models", "list_datasets",
+           "Method", "InputMixer", "MixCollate", "soft_cross_entropy", "multilabel_bce", "METHODS", "MODELS", "DATASETS", "__version__"]

@@ -592,6 +592,7 @@ class Trainer:
         torch.manual_seed(derive_seed(c.seed, epoch, "torch", *rank))
         self.method.reseed(derive_seed(c.seed, epoch, "method", *rank))
         self.step_losses: list[Tensor] = []
+        self.method.set_epoch(epoch)
         return torch.Generator().manual_seed(derive_seed(c.seed, epoch, "data"))
 
     def record_loss(self, loss: Tensor) -> None:
