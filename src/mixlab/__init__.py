@@ -33,6 +33,14 @@ def create_model(name: str, **kwargs):
     return MODELS.create(name, **kwargs)
 
 
+def fit(model, train, test=None, method: str = "mixup", **kwargs) -> dict:
+    """Train a user's ``model`` on a ``torch`` Dataset / DataLoader with a mixlab method through the engine
+    (:func:`mixlab.train.custom.fit`: ``epochs=``, ``lr=``, ``batch_size=``, ``out=``, ...); returns the result."""
+    from .train.custom import fit as _fit
+
+    return _fit(model, train, test, method=method, **kwargs)
+
+
 def list_models() -> list[str]:
     return MODELS.names()
 
@@ -41,5 +49,5 @@ def list_datasets() -> list[str]:
     return DATASETS.names()
 
 
-__all__ = ["create", "list_methods", "create_model", "stage", "StagedAdapter", "list_models", "list_datasets",
+__all__ = ["create", "list_methods", "create_model", "stage", "fit", "StagedAdapter", "list_models", "list_datasets",
            "Method", "InputMixer", "MixCollate", "soft_cross_entropy", "multilabel_bce", "METHODS", "MODELS", "DATASETS", "__version__"]

@@ -516,6 +516,8 @@ def run(args) -> int:
     from ..train.engine import resolve_device
 
     apply_threads(args)
+    if args.adapter and not (args.model or args.protocol):
+        args.model = "preactresnet18"  # (cnn11's pool checks the map size in Python, which torch.fx cannot trace)
     fields = base_fields(args)
     kwargs = method_kwargs(args.method_arg)
     if args.goals:
