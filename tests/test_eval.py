@@ -41,17 +41,20 @@ def test_auroc_and_ap_hand_case():
     assert average_precision(s, y) == pytest.approx((1 / 1 + 2 / 3) / 2)
 
 
-@pytest.mark.parametrize("seed", range(4))
-def test_ranking_metrics_match_sklearn_with_ties(seed):
-    g = torch.Generator().manual_seed(seed)
-    y = torch.rand(300, generator=g) < 0.3
-    s = (torch.rand(300, generator=g) + 0.4 * y).mul(8).round() / 8  # few distinct values: many ties
-    assert auroc(s, y) == pytest.approx(roc_auc_score(y.numpy(), s.numpy()), abs=1e-12)
-    assert average_precision(s, y) == pytest.approx(average_precision_score(y.numpy(), s.numpy()), abs=1e-12)
-    t = (torch.rand(300, 5, generator=g) < 0.3).float()
-    sc = torch.rand(300, 5, generator=g) + 0.3 * t
+def test_ranking_metrics_with_ties_and_missing_classes():
+    s, y = torch.tensor([0.5, 0.5, 0.2, 0.8]), torch.tensor([1, 0, 0, 1])
+    assert auroc(s, y) == pytest.approx(3.5 / 4)  # the tied pair counts one half
+    assert average_precision(s, y) == pytest.approx(0.5 * 1 + 0.5 * 2 / 3)  # one threshold for the tied pair
+    assert math.isnan(auroc(s, torch.ones(4))) and math.isnan(average_precision(s, torch.zeros(4)))
+    with pytest.raises(ValueError, match="differ in length"):
+        auroc(s, y[:3])
+    # mAP: the mean over labels that have a positive; a label without one is left out
+    t = torch.tensor([[1, 0, 0], [0, 1, 0], [1, 0, 0], [0, 0, 0]]).float()
+    sc = torch.tensor([[0.9, 0.1, 0.3], [0.2, 0.3, 0.2], [0.1, 0.8, 0.1], [0.3, 0.2, 0.4]])
+    ap0, ap1 = (1 + 2 / 4) / 2, 1 / 2  # label 0: positives ranked 1st and 4th; label 1: 2nd
+    assert mean_average_precision(sc, t) == pytest.approx((ap0 + ap1) / 2)
     assert mean_average_precision(sc, t) == pytest.approx(
-        average_precision_score(t.numpy(), sc.numpy(), average="macro"), abs=1e-12)
+        average_precision_score(t[:, :2].numpy(), sc[:, :2].numpy(), average="macro"))
 
 
 def test_ood_scores_match_sklearn_and_extremes():

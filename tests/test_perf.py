@@ -4,6 +4,7 @@ import json
 import pytest
 import torch
 
+import mixlab
 from mixlab.cli import main
 from mixlab.cli.perf import GOAL_METHODS, Bench, Builder, goal_for, method_kwargs, plain_loop_epoch
 
@@ -40,6 +41,29 @@ def test_every_registered_method_gets_a_row_or_a_reason(capsys):
     assert set(report["methods"]) == set(METHODS.names())
     for name, row in report["methods"].items():
         assert "step_ratio" in row or row["error"], name
+
+
+def test_perf_adapter_pairs_the_adapted_and_the_staged_model(capsys):
+    rc = main(["perf", "--adapter", "--model-arg", "width=4", "--methods", "erm,amp+sentmixup",
+               "--subset-per-class", "10", "--batch-size", "16", "--repeats", "2", "--warmup", "1", "--json",
+               "--threads", "1"])
+    assert rc == 0
+    out = capsys.readouterr().out
+    report = json.loads(out.strip().splitlines()[-1])
+    assert report["model"] == "preactresnet18" and set(report["adapter"]) == {"erm", "amp+sentmixup"}
+    for name, row in report["adapter"].items():
+        assert row["adapter_step_ms"] > 0 and row["staged_step_ms"] > 0 and row["ratio"] > 0, name
+        assert row["target"] == 1.02
+    assert "adapter ms" in out
+    from mixlab.cli.perf import adapted, stage_methods
+
+    assert {"manifold", "alignmix", "multimix", "dense-multimix", "amp+sentmixup"} <= set(stage_methods())
+    staged = mixlab.create_model("preactresnet18", num_classes=3, width=4).eval()
+    x = torch.randn(2, 3, 16, 16)
+    net = adapted(staged)
+    with torch.no_grad():
+        torch.testing.assert_close(net.head(net.pool(net.forward_features(x))), staged(x))
+    assert {id(p) for p in net.parameters()} == {id(p) for p in staged.parameters()}
 
 
 def test_bench_step_is_the_engine_step_and_memory_scales_with_batch(tmp_path):

@@ -4,6 +4,7 @@
 >>> mixer = mixlab.create("mixup", alpha=1.0, num_classes=10)
 >>> x_mix, y_mix = mixer(x, y)          # input-space mixers
 >>> loss = method.training_loss(model, x, targets)   # any method, on a staged model
+>>> net = mixlab.stage(my_model)        # a user's own nn.Module with the staged interface
 """
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ from .registry import DATASETS, METHODS, MODELS
 from . import methods as _methods  # noqa: F401  (registers methods)
 from . import models as _models  # noqa: F401  (registers models)
 from . import data as _data  # noqa: F401  (registers datasets)
-from .methods.base import Method, InputMixer, soft_cross_entropy, multilabel_bce
+from .methods.base import Method, InputMixer, MixCollate, soft_cross_entropy, multilabel_bce
+from .models.adapter import StagedAdapter, stage
 
 
 def create(name: str, **kwargs):
@@ -31,6 +33,14 @@ def create_model(name: str, **kwargs):
     return MODELS.create(name, **kwargs)
 
 
+def fit(model, train, test=None, method: str = "mixup", **kwargs) -> dict:
+    """Train a user's ``model`` on a ``torch`` Dataset / DataLoader with a mixlab method through the engine
+    (:func:`mixlab.train.custom.fit`: ``epochs=``, ``lr=``, ``batch_size=``, ``out=``, ...); returns the result."""
+    from .train.custom import fit as _fit
+
+    return _fit(model, train, test, method=method, **kwargs)
+
+
 def list_models() -> list[str]:
     return MODELS.names()
 
@@ -39,5 +49,5 @@ def list_datasets() -> list[str]:
     return DATASETS.names()
 
 
-__all__ = ["create", "list_methods", "create_model", "list_models", "list_datasets", "Method", "InputMixer",
-           "soft_cross_entropy", "multilabel_bce", "METHODS", "MODELS", "DATASETS", "__version__"]
+__all__ = ["create", "list_methods", "create_model", "stage", "fit", "StagedAdapter", "list_models", "list_datasets",
+           "Method", "InputMixer", "MixCollate", "soft_cross_entropy", "multilabel_bce", "METHODS", "MODELS", "DATASETS", "__version__"]

@@ -53,6 +53,10 @@ def add_parser(sub) -> None:
                    help="also compare the engine's epochs (ERM) with a plain batched PyTorch loop on the same "
                         "device-resident data and augmentation")
     p.add_argument("--epochs-timed", type=positive_int, default=3, help="epochs per loop for --engine-vs-loop")
+    p.add_argument("--adapter", action="store_true",
+                   help="instead: each method's step on the model wrapped by mixlab.stage (its stages named as mixing "
+                        "points, as a user's own model would be) against the same staged model (goal <= 1.02x); "
+                        "default methods: those that run the stages, and erm")
     p.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     add_common(p)
     p.set_defaults(func=run)
@@ -262,6 +266,43 @@ class Builder:
         return trainer
 
 
+# ---------------------------------------------------------------------------------------------- adapter
+ADAPTER_TARGET = 1.02
+
+
+def adapted(model):
+    """``model`` (a StagedNet) as a user's plain module seen through :func:`mixlab.stage`: its stages named as the
+    mixing points and ``head`` as the classifier; same modules and weights."""
+    from ..models.adapter import StagedAdapter
+
+    return StagedAdapter(model, [f"stages.{i}" for i in range(model.num_stages)], "head",
+                         mix_stages=model.mix_stages)
+
+
+def adapter_comparison(builder: Builder, names: list[str], kwargs: dict, batch_size: int, repeats: int,
+                       warmup: int) -> dict:
+    """Per method: the step on the adapted model against the step on the staged model, alternating (paired)."""
+    rows = {}
+    for name in names:
+        try:
+            staged = Bench(builder.trainer(name, kwargs.get(name)), batch_size)
+            trainer = builder.trainer(name, kwargs.get(name))
+            trainer.model = adapted(trainer.model)  # same parameter objects: the optimiser is unchanged
+            r = compare(Bench(trainer, batch_size), staged, repeats, warmup)
+            rows[name] = {"adapter_step_ms": r["step_ms"], "staged_step_ms": r["erm_step_ms"],
+                          "ratio": r["step_ratio"], "ratio_range": r["step_ratio_range"], "target": ADAPTER_TARGET}
+        except Exception as error:
+            rows[name] = {"error": f"{type(error).__name__}: {error}"}
+    return rows
+
+
+def stage_methods() -> list[str]:
+    """ERM and every registered method that runs the model's stages (feature-space and text methods)."""
+    from ..registry import METHODS
+
+    return ["erm"] + [n for n in METHODS.names() if getattr(METHODS.create(n, num_classes=2), "needs_stages", False)]
+
+
 # ------------------------------------------------------------------------------------------ OT references
 def ot_comparison(device, repeats: int = 5) -> dict:
     """mixlab.ot's batched solvers against POT's convolutional barycenter and a per-sample Sinkhorn loop."""
@@ -443,6 +484,31 @@ def goal_lines(rows: dict, engine: dict | None, sinkhorn: dict | None) -> list[s
     return lines
 
 
+def run_adapter(args, builder, fields, names, kwargs, device) -> int:
+    import torch
+
+    print(f"device {device}; {fields['model']} {fields['model_kwargs'] or ''} on {fields['dataset']}, batch "
+          f"{fields['batch_size']}; median of {args.repeats} paired steps after {args.warmup} warm-up: the model "
+          f"through mixlab.stage (named points) vs the staged model")
+    rows = adapter_comparison(builder, names, kwargs, fields["batch_size"], args.repeats, args.warmup)
+    lines = [f"{'method':<18}{'staged ms':>11}{'adapter ms':>12}{'ratio':>8}{'(range)':>13}{'target':>11}"]
+    for name, r in rows.items():
+        if "error" in r:
+            lines.append(f"{name:<18}  skipped: {r['error']}")
+            continue
+        flag = "ok" if r["ratio"] <= r["target"] else "over"
+        lo, hi = r["ratio_range"]
+        lines.append(f"{name:<18}{r['staged_step_ms']:>11.2f}{r['adapter_step_ms']:>12.2f}{r['ratio']:>8.3f}"
+                     f"  ({lo:.2f}-{hi:.2f}){r['target']:>7.2f} {flag}")
+    print("\n".join(lines))
+    if args.json:
+        print_json({"device": str(device), "torch": torch.__version__, "dataset": fields["dataset"],
+                    "model": fields["model"], "model_kwargs": fields["model_kwargs"],
+                    "batch_size": fields["batch_size"], "repeats": args.repeats, "warmup": args.warmup,
+                    "adapter": rows})
+    return 0
+
+
 def run(args) -> int:
     import torch
 
@@ -450,17 +516,22 @@ def run(args) -> int:
     from ..train.engine import resolve_device
 
     apply_threads(args)
+    if args.adapter and not (args.model or args.protocol):
+        args.model = "preactresnet18"  # (cnn11's pool checks the map size in Python, which torch.fx cannot trace)
     fields = base_fields(args)
     kwargs = method_kwargs(args.method_arg)
     if args.goals:
         names = list(GOAL_METHODS)
         kwargs = {name: {**GOAL_METHODS[name], **kwargs.get(name, {})} for name in names}
     else:
-        names = [m.strip() for m in args.methods.split(",")] if args.methods else METHODS.names()
+        default = stage_methods() if args.adapter else METHODS.names()
+        names = [m.strip() for m in args.methods.split(",")] if args.methods else default
     names = [METHODS.canonical(m) for m in names]
     device = resolve_device(args.device)
     out = tempfile.mkdtemp(prefix="mixlab-perf-")
     builder = Builder(fields, out, args.data_dir)
+    if args.adapter:
+        return run_adapter(args, builder, fields, names, kwargs, device)
     erm = Bench(builder.trainer("erm"), fields["batch_size"])
     flags = [f for f in GPU_FLAGS if (erm.trainer.config.channels_last if f == "channels_last" else fields.get(f))]
     print(f"device {device}; {fields['model']} {fields['model_kwargs'] or ''} on {fields['dataset']}, batch "

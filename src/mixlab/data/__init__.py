@@ -1,4 +1,6 @@
 """Datasets read from a data root (see :mod:`mixlab.data.files`). One registry line per dataset."""
+from pathlib import Path
+
 from ..registry import DATASETS
 from .files import DatasetFileError, data_root
 from .images import ImageData
@@ -20,15 +22,45 @@ DATASETS.register("mr", T + "load_mr", "MR movie reviews (10-fold CV)")
 DATASETS.register("cr", T + "load_cr", "CR customer reviews (10-fold CV)")
 DATASETS.register("mpqa", T + "load_mpqa", "MPQA opinion polarity (10-fold CV)")
 #: datasets of images (B, C, H, W): the engine trains them in channels-last memory format by default
-IMAGE_DATASETS = frozenset({"mnist", "fashion-mnist", "kmnist", "cifar10", "cifar100", "digits"})
+IMAGE_DATASETS = frozenset({"mnist", "fashion-mnist", "kmnist", "cifar10", "cifar100", "digits", "imagefolder"})
 #: datasets trained by mixlab.train.text.TextTrainer
 TEXT_DATASETS = frozenset({"trec", "sst1", "sst2", "subj", "mr", "cr", "mpqa"})
 DATASETS.register("miml", "mixlab.data.miml:load_miml", "MIML scenes, 2,000 bags of 9 x 15 features, 5 labels (multi-label)")
+L = "mixlab.data.local:"
+DATASETS.register("imagefolder", L + "load_image_folder", "your images, one folder per class: imagefolder:PATH")
+DATASETS.register("hf", L + "load_hf", "a HuggingFace datasets dataset saved to disk or as parquet: hf:PATH (extra hf)")
+#: datasets named with a path, ``KIND:PATH`` (the path becomes the dataset option ``path``)
+PATH_DATASETS = ("imagefolder", "hf")
 
 
-def load_dataset(name: str, split: str = "train", root=None, download: bool = True):
-    """Load a registered dataset split; see each loader for its files and notes."""
-    return DATASETS.get(name)(split=split, root=root, download=download)
+def split_dataset_spec(name: str) -> tuple[str, dict]:
+    """``"imagefolder:PATH"`` -> ``("imagefolder", {"path": "PATH"})`` (absolute when ``PATH`` exists from the working
+    directory, so a run's identity does not depend on it; else as given, for the loader to find under the data
+    root); any other name -> ``(name, {})``."""
+    kind, sep, path = str(name).partition(":")
+    if sep and kind.lower() in PATH_DATASETS:
+        p = Path(path).expanduser()
+        return kind.lower(), {"path": str(p.resolve()) if p.exists() else path}
+    return name, {}
 
 
-__all__ = ["DATASETS", "IMAGE_DATASETS", "TEXT_DATASETS", "DatasetFileError", "ImageData", "data_root", "load_dataset"]
+def is_text_dataset(name: str, data_kwargs: dict | None = None, root=None) -> bool:
+    """Whether a dataset holds sentences (trained by :mod:`mixlab.train.text`) rather than images."""
+    name, opts = split_dataset_spec(name)
+    key = DATASETS.canonical(name)
+    if key == "hf":
+        from .local import hf_is_text
+
+        return hf_is_text(root=root, **{**opts, **(data_kwargs or {})})
+    return key in TEXT_DATASETS
+
+
+def load_dataset(name: str, split: str = "train", root=None, download: bool = True, **options):
+    """Load a dataset split: a registered name (see each loader for its files and notes) or ``KIND:PATH``
+    (``imagefolder:PATH``, ``hf:PATH``); ``options`` go to the loader."""
+    name, opts = split_dataset_spec(name)
+    return DATASETS.get(name)(split=split, root=root, download=download, **opts, **options)
+
+
+__all__ = ["DATASETS", "IMAGE_DATASETS", "PATH_DATASETS", "TEXT_DATASETS", "DatasetFileError", "ImageData", "data_root",
+           "is_text_dataset", "load_dataset", "split_dataset_spec"]

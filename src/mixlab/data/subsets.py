@@ -29,3 +29,18 @@ def per_class_indices(labels: Tensor, per_class: int, seed: int, num_classes: in
     starts = torch.cumsum(counts, 0) - counts
     rank = torch.arange(len(order)) - starts[labels[order]]
     return torch.sort(order[rank < per_class]).values
+
+
+def ratio_subset_indices(labels: Tensor, ratio: float, seed: int, num_classes: int | None = None) -> Tensor:
+    """Sorted indices of ``max(1, floor(ratio * n_c))`` random examples of every class present (AMP Table 3)."""
+    if not 0 < ratio <= 1:
+        raise ValueError(f"ratio must be in (0, 1], got {ratio}")
+    labels = labels.cpu().long()
+    num_classes = int(labels.max()) + 1 if num_classes is None else num_classes
+    counts = torch.bincount(labels, minlength=num_classes)
+    keep = torch.clamp((counts.double() * ratio + 1e-9).floor().long(), min=1) * (counts > 0)
+    order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(int(seed)))
+    order = order[torch.sort(labels[order], stable=True).indices]
+    starts = torch.cumsum(counts, 0) - counts
+    rank = torch.arange(len(labels)) - starts[labels[order]]
+    return torch.sort(order[rank < keep[labels[order]]]).values

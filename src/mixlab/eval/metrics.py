@@ -2,8 +2,8 @@
 embedding alignment and uniformity. Pure tensor functions, vectorised, no Python loop over samples.
 
 Conventions: ``probs`` are ``(N, C)`` probabilities (softmax or sigmoid), ``labels`` ``(N,)`` integers or
-``(N, C)`` multi-hot; scores for ranking are "higher = more positive". Ranking metrics follow scikit-learn's
-definitions exactly (ties included), so their values can be checked against ``sklearn.metrics``.
+``(N, C)`` multi-hot; scores for ranking are "higher = more positive". Ranking metrics are scikit-learn's
+(``sklearn.metrics``), with NaN where a class is absent.
 """
 from __future__ import annotations
 
@@ -75,53 +75,34 @@ def reliability_diagram(probs: Tensor, labels: Tensor, path, n_bins: int = 15, t
 
 
 # ------------------------------------------------------------------------------------------------- ranking
-def _binary_check(scores: Tensor, positive: Tensor) -> tuple[Tensor, Tensor]:
-    scores, positive = scores.reshape(-1).double(), positive.reshape(-1).bool()
-    if scores.shape != positive.shape:
-        raise ValueError(f"scores and labels differ in length: {scores.numel()} vs {positive.numel()}")
-    return scores, positive
+def _binary(scores: Tensor, positive: Tensor):
+    """Scores and boolean labels as flat NumPy arrays for scikit-learn."""
+    s, pos = scores.detach().reshape(-1).double().cpu().numpy(), positive.detach().reshape(-1).bool().cpu().numpy()
+    if s.shape != pos.shape:
+        raise ValueError(f"scores and labels differ in length: {s.size} vs {pos.size}")
+    return s, pos
 
 
 def auroc(scores: Tensor, positive: Tensor) -> float:
-    """Area under the ROC curve: P(score of a positive > score of a negative) + 1/2 P(tie) (Mann-Whitney U).
+    """Area under the ROC curve, ``sklearn.metrics.roc_auc_score(positive, scores)`` (ties count one half).
+    NaN if either class is absent."""
+    from sklearn.metrics import roc_auc_score
 
-    Equal to ``sklearn.metrics.roc_auc_score(positive, scores)``. NaN if either class is absent.
-    """
-    s, pos = _binary_check(scores, positive)
-    n_pos, n_neg = int(pos.sum()), int((~pos).sum())
-    if n_pos == 0 or n_neg == 0:
+    s, pos = _binary(scores, positive)
+    if pos.all() or not pos.any():
         return math.nan
-    order = torch.argsort(s)
-    sorted_s = s[order]
-    # average ranks of ties (1-based)
-    uniq, inverse, counts = torch.unique_consecutive(sorted_s, return_inverse=True, return_counts=True)
-    ends = torch.cumsum(counts, 0).double()
-    avg_rank_sorted = (ends - (counts.double() - 1) / 2)[inverse]
-    ranks = torch.empty_like(avg_rank_sorted)
-    ranks[order] = avg_rank_sorted
-    u = ranks[pos].sum() - n_pos * (n_pos + 1) / 2
-    return float(u / (n_pos * n_neg))
+    return float(roc_auc_score(pos, s))
 
 
 def average_precision(scores: Tensor, positive: Tensor) -> float:
-    """Average precision ``sum_n (R_n - R_{n-1}) P_n`` over distinct score thresholds, no interpolation.
+    """Average precision ``sum_n (R_n - R_{n-1}) P_n`` over distinct score thresholds, no interpolation:
+    ``sklearn.metrics.average_precision_score(positive, scores)``. NaN if there is no positive."""
+    from sklearn.metrics import average_precision_score
 
-    Equal to ``sklearn.metrics.average_precision_score(positive, scores)``. NaN if there is no positive.
-    """
-    s, pos = _binary_check(scores, positive)
-    n_pos = int(pos.sum())
-    if n_pos == 0:
+    s, pos = _binary(scores, positive)
+    if not pos.any():
         return math.nan
-    order = torch.argsort(s, descending=True, stable=True)
-    s_sorted, p_sorted = s[order], pos[order].double()
-    tp = torch.cumsum(p_sorted, 0)
-    k = torch.arange(1, len(s) + 1, dtype=torch.float64)
-    last_of_tie = torch.ones_like(s_sorted, dtype=torch.bool)  # thresholds: last index of every tie group
-    last_of_tie[:-1] = s_sorted[1:] != s_sorted[:-1]
-    tp, k = tp[last_of_tie], k[last_of_tie]
-    precision, recall = tp / k, tp / n_pos
-    recall_prev = torch.cat([recall.new_zeros(1), recall[:-1]])
-    return float(((recall - recall_prev) * precision).sum())
+    return float(average_precision_score(pos, s))
 
 
 def mean_average_precision(scores: Tensor, targets: Tensor) -> float:

@@ -6,6 +6,8 @@ M = "mixlab.methods."
 METHODS.register("erm", M + "base:ERM", "no mixing (baseline)", aliases=("none", "baseline"))
 METHODS.register("mixup", M + "mixup:Mixup", "Mixup, Zhang et al. 2018")
 METHODS.register("cutmix", M + "cutmix:CutMix", "CutMix with area-corrected lambda, Yun et al. 2019")
+METHODS.register("mixup-cutmix", M + "cutmix:MixupCutmix", "Mixup or CutMix per batch (timm / DeiT recipe)",
+                 aliases=("mixup+cutmix",))
 METHODS.register("bc", M + "bc:BetweenClass", "Between-Class learning (BC; plus=True for BC+), Tokozume et al. 2018")
 METHODS.register("manifold", M + "mixup:ManifoldMixup", "Manifold Mixup, Verma et al. 2019", aliases=("manifold-mixup",))
 METHODS.register("opttransmix", M + "opttransmix:OptTransMix", "OptTransMix: Wasserstein barycenters, Zhu et al. 2020")

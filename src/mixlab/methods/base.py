@@ -23,6 +23,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.utils.data import default_collate, get_worker_info
 
 LossFn = Callable[..., Tensor]
 
@@ -146,12 +147,31 @@ class Method(nn.Module):
         super().__init__()
         self.num_classes = num_classes
         self.check_inputs = check_inputs
+        self.seed = 0 if seed is None else int(seed)
         self.generator = torch.Generator()
-        self.generator.manual_seed(0 if seed is None else int(seed))
+        self.generator.manual_seed(self.seed)
         self.last: MixInfo | None = None
+        self.epoch = 0
+        self._worker: tuple[int, int] | None = None
 
     def reseed(self, seed: int) -> None:
         self.generator.manual_seed(int(seed) & ((1 << 63) - 1))
+
+    def set_epoch(self, epoch: int) -> None:
+        """The current (0-based) epoch, for options that change with it (``off_epoch``); the engine and the
+        Lightning module call it, a plain loop calls it at the start of each epoch."""
+        self.epoch = int(epoch)
+
+    def follow_worker(self) -> None:
+        """Inside a ``DataLoader`` worker, give this copy of the method its own random stream: reseeded from the
+        method's ``seed``, the worker id and the loader's per-epoch worker seed (``torch.utils.data`` draws it from
+        the loader's ``generator``, or torch's global RNG), so workers differ, epochs differ and a seeded run
+        repeats. Without it, every worker would copy the parent's generator and draw the same lambdas.
+        A no-op outside workers; called by :class:`InputMixer` on every batch (one cheap lookup)."""
+        info = get_worker_info()
+        if info is not None and self._worker != (info.id, info.seed):
+            self._worker = (info.id, info.seed)
+            self.reseed(derive_seed(self.seed, "worker", info.id, info.seed))
 
     # state_dict carries the generator so a checkpoint restores the exact random stream
     def get_extra_state(self):
@@ -194,18 +214,79 @@ class Method(nn.Module):
 
 
 class InputMixer(Method):
-    """A method that mixes in input space: ``x_mix, y_mix = mixer(x, y)``."""
+    """A method that mixes in input space: ``x_mix, y_mix = mixer(x, y)``.
+
+    Options every input mixer that forwards ``**options`` here takes (timm's conveniences):
+        prob: probability of mixing a batch (1.0); an unmixed batch is passed through (targets still smoothed).
+        label_smoothing: ``t <- (1 - eps) t + eps / C`` on the (mixed) targets (0.0; Szegedy et al. 2016).
+        off_epoch: no mixing from this 0-based epoch on (None: never off), as timm's ``mixup_off_epoch``;
+            the epoch comes from :meth:`Method.set_epoch`.
+    Safe in ``DataLoader`` workers and as a collate function (:class:`MixCollate`): each worker draws its own
+    stream (:meth:`Method.follow_worker`).
+    """
+
+    def __init__(self, num_classes: int | None = None, seed: int | None = 0, check_inputs: bool = True,
+                 prob: float = 1.0, label_smoothing: float = 0.0, off_epoch: int | None = None):
+        super().__init__(num_classes, seed, check_inputs)
+        if not 0.0 <= float(prob) <= 1.0:
+            raise ValueError(f"prob (the probability of mixing a batch) must lie in [0, 1], got {prob}")
+        if not 0.0 <= float(label_smoothing) < 1.0:
+            raise ValueError(f"label_smoothing must lie in [0, 1), got {label_smoothing}")
+        if off_epoch is not None and int(off_epoch) < 0:
+            raise ValueError(f"off_epoch must be >= 0 or None, got {off_epoch}")
+        self.prob, self.label_smoothing = float(prob), float(label_smoothing)
+        self.off_epoch = None if off_epoch is None else int(off_epoch)
 
     def forward(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
-        return self.mix(x, self.targets(x, y))
+        self.follow_worker()
+        return self.mix_batch(x, self.targets(x, y))
 
     def mix(self, x: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
         """Mix images ``x`` and soft targets ``t`` (B, C); subclasses implement this."""
         raise NotImplementedError
 
+    def mixing(self) -> bool:
+        """Whether this batch is mixed: before ``off_epoch`` and with probability ``prob`` (no draw at 1)."""
+        if self.off_epoch is not None and self.epoch >= self.off_epoch:
+            return False
+        return self.prob >= 1.0 or bool(torch.rand((), generator=self.generator) < self.prob)
+
+    def mix_batch(self, x: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
+        """:meth:`mix` under the options ``prob``, ``off_epoch`` and ``label_smoothing``."""
+        if self.mixing():
+            x, t = self.mix(x, t)
+        else:
+            self.last = None
+            x = x.clone()
+        if self.label_smoothing:
+            t = t * (1.0 - self.label_smoothing) + self.label_smoothing / t.shape[1]
+        return x, t
+
     def training_loss(self, model, x, targets, loss_fn=soft_cross_entropy):
-        x_mix, t_mix = self.mix(x, self.loss_targets(x, targets))
+        x_mix, t_mix = self.mix_batch(x, self.loss_targets(x, targets))
         return loss_fn(model(x_mix), t_mix)
+
+
+class MixCollate:
+    """A ``DataLoader`` ``collate_fn`` that mixes each batch: ``collate(samples) -> mixer(x, y)``.
+
+    ``DataLoader(data, batch_size=128, collate_fn=MixCollate(mixer), num_workers=4)`` yields ``(x_mix, y_mix)``
+    with ``(B, C)`` soft targets; each worker mixes with its own random stream (see :meth:`Method.follow_worker`).
+    ``base`` collates the samples first (default: ``torch.utils.data.default_collate``); ``x`` must be float.
+    """
+
+    def __init__(self, mixer: "InputMixer", base: Callable | None = None):
+        if not isinstance(mixer, InputMixer):
+            raise TypeError(f"MixCollate needs an input mixer (mixup, cutmix, ...); {type(mixer).__name__} mixes inside "
+                            f"the model: call method.training_loss(model, x, y) in the loop instead")
+        self.mixer, self.base = mixer, base or default_collate
+
+    def __call__(self, samples):
+        batch = self.base(samples)
+        if not isinstance(batch, (tuple, list)) or len(batch) < 2:
+            raise TypeError("MixCollate expects samples (x, y); got batches of type " + type(batch).__name__)
+        x, y = batch[0], batch[1]
+        return self.mixer(x, y)
 
 
 class ERM(InputMixer):
@@ -218,6 +299,9 @@ class ERM(InputMixer):
 
     def forward(self, x, y):
         return x.clone(), self.targets(x, y, min_batch=1)
+
+    def mix_batch(self, x, t):
+        return x, t
 
     def mix(self, x, t):
         return x, t

@@ -37,8 +37,8 @@ class BetweenClass(InputMixer):
 
     name = "bc"
 
-    def __init__(self, plus: bool = False, num_classes=None, seed=0, check_inputs=True):
-        super().__init__(num_classes, seed, check_inputs)
+    def __init__(self, plus: bool = False, num_classes=None, seed=0, check_inputs=True, **options):
+        super().__init__(num_classes, seed, check_inputs, **options)
         self.plus = plus
 
     def mix(self, x: Tensor, t: Tensor):

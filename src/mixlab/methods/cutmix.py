@@ -7,6 +7,7 @@ import torch
 from torch import Tensor
 
 from .base import InputMixer, MixInfo, check_alpha, sample_beta
+from .mixup import Mixup
 
 
 def rand_box(height: int, width: int, lam: float, generator: torch.Generator) -> tuple[int, int, int, int]:
@@ -34,13 +35,14 @@ class CutMix(InputMixer):
 
     Args:
         alpha: Beta concentration of the initial ``lam`` (default 1.0, as in the paper).
+        prob, label_smoothing, off_epoch: see :class:`~mixlab.methods.base.InputMixer`.
     Yun et al. CutMix: Regularization Strategy to Train Strong Classifiers with Localizable Features. ICCV 2019.
     """
 
     name = "cutmix"
 
-    def __init__(self, alpha: float = 1.0, num_classes=None, seed=0, check_inputs=True):
-        super().__init__(num_classes, seed, check_inputs)
+    def __init__(self, alpha: float = 1.0, num_classes=None, seed=0, check_inputs=True, **options):
+        super().__init__(num_classes, seed, check_inputs, **options)
         self.alpha = check_alpha(alpha)
 
     def mix(self, x: Tensor, t: Tensor):
@@ -58,3 +60,39 @@ class CutMix(InputMixer):
         x_mix = x[perm_d] + keep * (x - x[perm_d])
         t_mix = t[perm_d] + lam.to(t) * (t - t[perm_d])
         return x_mix, t_mix
+
+
+class MixupCutmix(InputMixer):
+    """Mixup or CutMix, chosen per batch: CutMix with probability ``switch_prob``, else Mixup (timm's ``Mixup``
+    with both ``mixup_alpha`` and ``cutmix_alpha`` set, batch mode).
+
+    Args:
+        mixup_alpha: Beta concentration of Mixup (0.8); cutmix_alpha: of CutMix (1.0); switch_prob: 0.5.
+            The defaults are DeiT's ImageNet recipe (Touvron et al. 2021), which also uses label smoothing 0.1
+            (``label_smoothing=0.1`` here; off by default as for every mixer).
+        prob, label_smoothing, off_epoch: see :class:`~mixlab.methods.base.InputMixer`.
+    ``last_kind`` says which mixer the last batch used. Both share this method's generator.
+    """
+
+    name = "mixup-cutmix"
+
+    def __init__(self, mixup_alpha: float = 0.8, cutmix_alpha: float = 1.0, switch_prob: float = 0.5,
+                 num_classes=None, seed=0, check_inputs=True, **options):
+        super().__init__(num_classes, seed, check_inputs, **options)
+        if not 0.0 <= float(switch_prob) <= 1.0:
+            raise ValueError(f"switch_prob (the probability of CutMix) must lie in [0, 1], got {switch_prob}")
+        self.switch_prob = float(switch_prob)
+        self.mixup = Mixup(mixup_alpha, num_classes=num_classes, seed=seed, check_inputs=check_inputs)
+        self.cutmix = CutMix(cutmix_alpha, num_classes=num_classes, seed=seed, check_inputs=check_inputs)
+        self.mixup.generator = self.cutmix.generator = self.generator  # one stream: the engine reseeds this one
+        self.last_kind: str | None = None
+
+    def mix(self, x: Tensor, t: Tensor):
+        use_cutmix = bool(torch.rand((), generator=self.generator) < self.switch_prob)
+        inner = self.cutmix if use_cutmix else self.mixup
+        out = inner.mix(x, t)
+        self.last, self.last_kind = inner.last, inner.name
+        return out
+
+    def extra_repr(self) -> str:
+        return f"mixup_alpha={self.mixup.alpha}, cutmix_alpha={self.cutmix.alpha}, switch_prob={self.switch_prob}"

@@ -17,13 +17,15 @@ class Mixup(InputMixer):
     Args:
         alpha: Beta concentration (default 1.0, Zhang et al. 2018 on CIFAR).
         per_sample: draw one ``lam`` per sample instead of one per batch.
+        prob, label_smoothing, off_epoch: see :class:`~mixlab.methods.base.InputMixer`.
     Zhang, Cisse, Dauphin, Lopez-Paz. mixup: Beyond Empirical Risk Minimization. ICLR 2018.
     """
 
     name = "mixup"
 
-    def __init__(self, alpha: float = 1.0, per_sample: bool = False, num_classes=None, seed=0, check_inputs=True):
-        super().__init__(num_classes, seed, check_inputs)
+    def __init__(self, alpha: float = 1.0, per_sample: bool = False, num_classes=None, seed=0, check_inputs=True,
+                 **options):
+        super().__init__(num_classes, seed, check_inputs, **options)
         self.alpha = check_alpha(alpha)
         self.per_sample = per_sample
 

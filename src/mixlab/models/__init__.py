@@ -1,5 +1,6 @@
 """Staged models (see :mod:`mixlab.models.staged`). One registry line per model."""
 from ..registry import MODELS
+from .adapter import StagedAdapter, stage
 from .staged import StagedNet
 
 P = "mixlab.models."
@@ -13,4 +14,4 @@ MODELS.register("kim-cnn", P + "text:KimCNN", "Kim (2014) CNN-rand for sentences
 MODELS.register("bilstm-attn", P + "text:BiLSTMAttention", "BiLSTM with attention, 2 x 512 (text)")
 MODELS.register("minilm", P + "minilm:MiniLM", "pre-trained all-MiniLM-L6-v2 encoder (text; optional extra)")
 
-__all__ = ["MODELS", "StagedNet"]
+__all__ = ["MODELS", "StagedNet", "StagedAdapter", "stage"]

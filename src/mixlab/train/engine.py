@@ -28,7 +28,7 @@ import torch
 from torch import Tensor, nn
 
 from ..checks import check, nonneg_float, nonneg_int, positive_float, positive_int
-from ..data import load_dataset
+from ..data import is_text_dataset, load_dataset, split_dataset_spec
 from ..data.augment import BatchAugment
 from ..data.subsets import per_class_indices
 from ..methods.base import Method, as_targets, derive_seed, multilabel_bce, soft_cross_entropy
@@ -117,6 +117,9 @@ class TrainConfig:
     train_classes: tuple[int, ...] | None = None
 
     def __post_init__(self):
+        name, options = split_dataset_spec(self.dataset)  # "imagefolder:PATH" -> "imagefolder", path in data_kwargs
+        if options:
+            self.dataset, self.data_kwargs = name, {**self.data_kwargs, **options}
         if self.channels_last is None:  # the default, decided by the data: NHWC for images
             from ..data import IMAGE_DATASETS
 
@@ -405,8 +408,7 @@ class Trainer:
 
     def __init__(self, config: TrainConfig, out: str | Path = "runs", data_dir: str | None = None,
                  progress: bool | None = None, store: bool = True):
-        for registry, name in ((DATASETS, config.dataset), (MODELS, config.model), (METHODS, config.method)):
-            registry.canonical(name)  # clear error for unknown names
+        self.check_names(config)
         if config.epochs < 1:
             raise ValueError(f"epochs must be >= 1, got {config.epochs}")
         if config.batch_size < 2:
@@ -427,6 +429,11 @@ class Trainer:
         self.device = ddp.init_distributed(resolve_device(config.device))
         self.rank, self.world_size = ddp.get_rank(), ddp.get_world_size()
         self.is_main = self.rank == 0
+
+    def check_names(self, config: TrainConfig) -> None:
+        """Clear errors for unknown dataset, model and method names (before anything is loaded)."""
+        for registry, name in ((DATASETS, config.dataset), (MODELS, config.model), (METHODS, config.method)):
+            registry.canonical(name)
 
     # ------------------------------------------------------------------------------------------ set-up
     def setup(self) -> None:
@@ -471,16 +478,25 @@ class Trainer:
         """Epochs the run loops over (after ``setup``); subclasses that count steps override it."""
         return self.config.epochs
 
+    def train_size(self) -> int:
+        """Training examples (after subsets and hold-outs)."""
+        return len(self.x_train)
+
     def samples_seen(self) -> int:
         """Training examples processed by a full run (for samples_per_second)."""
-        return len(self.x_train) * self.total_epochs()
+        return self.train_size() * self.total_epochs()
+
+    def load_splits(self):
+        """The training and test splits (:class:`~mixlab.data.ImageData`) before subsets and hold-outs."""
+        c = self.config
+        return (load_dataset(c.dataset, "train", self.data_dir, **c.data_kwargs),
+                load_dataset(c.dataset, "test", self.data_dir, **c.data_kwargs))
 
     def load_data(self) -> None:
         """Set ``train_data``, ``test_data``, ``num_classes``, ``x_train``, ``t_train`` (targets), ``x_test``,
         ``y_test`` on the device, and ``loss_fn``."""
         c, dev = self.config, self.device
-        train = load_dataset(c.dataset, "train", self.data_dir)
-        test = load_dataset(c.dataset, "test", self.data_dir)
+        train, test = self.load_splits()
         if c.train_classes is not None:
             train, test = restrict_classes(train, c.train_classes), restrict_classes(test, c.train_classes)
         full, idx = train, None
@@ -592,6 +608,7 @@ class Trainer:
         torch.manual_seed(derive_seed(c.seed, epoch, "torch", *rank))
         self.method.reseed(derive_seed(c.seed, epoch, "method", *rank))
         self.step_losses: list[Tensor] = []
+        self.method.set_epoch(epoch)
         return torch.Generator().manual_seed(derive_seed(c.seed, epoch, "data"))
 
     def record_loss(self, loss: Tensor) -> None:
@@ -714,7 +731,7 @@ class Trainer:
         result.update({"train_seconds": self.train_seconds,
                        "samples_per_second": samples / self.train_seconds if self.train_seconds and not diverged
                        else None,
-                       "train_size": len(self.x_train), "test_set": self.test_data.note,
+                       "train_size": self.train_size(), "test_set": self.test_data.note,
                        "device": str(self.device), "history": self.history})
         if self.world_size > 1:
             result["world_size"] = self.world_size
@@ -725,11 +742,16 @@ class Trainer:
         return result
 
 
-def make_trainer(config: TrainConfig, **kwargs) -> Trainer:
-    """The trainer for a configuration (the one place that picks a Trainer subclass by dataset kind)."""
-    from ..data import TEXT_DATASETS
+def make_trainer(config: TrainConfig, model: nn.Module | None = None, train=None, test=None, **kwargs) -> Trainer:
+    """The trainer for a configuration (the one place that picks a Trainer subclass by dataset kind).
 
-    if DATASETS.canonical(config.dataset) in TEXT_DATASETS:
+    ``model``, ``train``, ``test``: a user's own ``nn.Module`` and data (a ``torch.utils.data.Dataset`` or
+    ``DataLoader``) instead of registered names (:class:`mixlab.train.custom.CustomTrainer`)."""
+    if model is not None or train is not None:
+        from .custom import CustomTrainer
+
+        return CustomTrainer(config, model=model, train=train, test=test, **kwargs)
+    if is_text_dataset(config.dataset, config.data_kwargs, kwargs.get("data_dir")):
         from .text import TextTrainer
 
         return TextTrainer(config, **kwargs)
