@@ -238,6 +238,49 @@ def test_amp_with_zero_step_is_the_plain_mixer():
         assert torch.allclose(p.grad, q.grad, atol=1e-6)
 
 
+def test_amp_shared_dropout_makes_lambda_the_only_difference():
+    torch.manual_seed(0)
+    model = MODELS.create("kim-cnn", num_classes=3, vocab_size=50, embed_dim=16, num_filters=6, dropout=0.5).train()
+    x, t = tiny_batch(B=16)
+    for shared in (False, True):
+        amp = AMP("sentmixup", num_classes=3, seed=2, epsilon=0.0, shared_dropout=shared)
+        amp.training_loss(model, x, t)
+        s = amp.last_step
+        same = torch.equal(s["loss_pre"], s["loss_cur"])  # epsilon 0: lambda' = lambda
+        assert same == shared, "independent dropout draws must differ; shared ones must not"
+        if shared:
+            assert not s["mask"].any()  # no sample picks the "worse dropout draw"
+    # with a real step: the second pass is the first pass's dropout masks at lambda'
+    amp = AMP("wordmixup", num_classes=3, seed=2, epsilon=5.0, shared_dropout=True)
+    torch.manual_seed(7)
+    amp.training_loss(model, x, t)
+    s, perm = amp.last_step, amp.last.index
+    after = torch.get_rng_state()
+    torch.manual_seed(7)
+    with torch.no_grad():
+        ref_cur = sample_loss(model, x, t, 1, s["lam_adv"], perm, s["lam"])
+    assert torch.equal(after, torch.get_rng_state())  # the stream moves on as after one pass
+    assert torch.allclose(s["loss_cur"], ref_cur, atol=1e-5) and not torch.allclose(s["loss_cur"], s["loss_pre"])
+
+
+def test_amp_maxop_only_trains_on_the_second_pass():
+    model = cnn(2)
+    x, t = tiny_batch(B=16, seed=4)
+    amp = AMP("wordmixup", num_classes=3, seed=0, epsilon=40.0, min_op=False)
+    loss = amp.training_loss(model, x, t)
+    s, perm = amp.last_step, amp.last.index
+    assert (s["loss_cur"] < s["loss_pre"]).any(), "the test needs samples where MinOp would keep the first loss"
+    assert torch.allclose(loss, s["loss_cur"].mean(), atol=1e-6) and s["mask"].all()
+    model.zero_grad()
+    loss.backward()
+    second = sample_loss(model, x, t, 1, s["lam_adv"], perm, s["lam"])
+    ref = torch.autograd.grad(second.mean(), list(model.parameters()))
+    for (name, p), r in zip(model.named_parameters(), ref):
+        assert torch.allclose(p.grad, r, atol=1e-6), name
+    with_min = AMP("wordmixup", num_classes=3, seed=0, epsilon=40.0)
+    assert with_min.training_loss(model, x, t) > loss  # same draws; MinOp keeps the larger loss
+
+
 def test_amp_reweighting_option():
     amp = AMP("wordmixup", num_classes=3, reweight=True, moving_avg=2)
     w = amp.weights(torch.tensor([0.0, -1.0]))  # no positive gap yet: weights 1, no NaN
