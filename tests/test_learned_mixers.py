@@ -81,6 +81,39 @@ def test_reconstruction_only_moves_generator_toward_first_image():
     assert after1 < 0.5 * after2
 
 
+def test_generator_reproduces_standardised_features_with_a_linear_output():
+    # MIML-like bags: standardised features, about half negative, beyond [0, 1]
+    torch.manual_seed(0)
+    x = torch.randn(6, 1, 9, 15, generator=torch.Generator().manual_seed(0)) * 2
+    m = AutoMixZhu(num_classes=5, widths=(8, 8, 8, 8, 8), seed=0)
+    assert m.choose_output(x) == "linear"
+    assert AutoMixZhu(num_classes=5, widths=(8,) * 5).choose_output(blobs(2, size=9)) == "sigmoid"
+    sig = BarycenterUNet(1, widths=(8,) * 5)
+    lam = torch.ones(6)
+    for g, fits in ((m.generator_net, True), (sig, False)):
+        torch.manual_seed(0)
+        opt = torch.optim.Adam(g.parameters(), lr=1e-2)
+        for _ in range(80):
+            loss = reconstruction_loss(x, x.flip(0), g(x, x.flip(0), lam), lam)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        with torch.no_grad():
+            out = g(x, x.flip(0), lam)
+        err = (out - x).abs().mean()
+        if fits:  # follows the negative values too
+            assert err < 0.15 * x.abs().mean() and out[x < -1].max() < 0
+        else:  # a sigmoid cannot go below 0: the negative half stays lost
+            assert out.min() > 0 and err > 0.6 * x.abs().mean()
+    state = m.state_dict()
+    assert state["generator_net._extra_state"] == {"output": "linear"}
+    again = AutoMixZhu(num_classes=5, widths=(8,) * 5, in_channels=1)
+    again.load_state_dict(state)
+    assert again.generator_net.output == "linear"
+    with pytest.raises(ValueError, match="output"):
+        AutoMixZhu(output="tanh")
+
+
 def test_training_loss_is_eq10_and_reaches_the_generator():
     m = AutoMixZhu(num_classes=10, in_channels=1, seed=3, clean_fraction=0.0)
     x, y = blobs(6, seed=5), torch.arange(6) % 3
