@@ -88,6 +88,8 @@ def test_generator_reproduces_standardised_features_with_a_linear_output():
     m = AutoMixZhu(num_classes=5, widths=(8, 8, 8, 8, 8), seed=0)
     assert m.choose_output(x) == "linear"
     assert AutoMixZhu(num_classes=5, widths=(8,) * 5).choose_output(blobs(2, size=9)) == "sigmoid"
+    assert AutoMixZhu(num_classes=5, widths=(8,) * 5).choose_output(torch.full((2, 1, 9, 9), 255, dtype=torch.uint8)) \
+        == "sigmoid"  # the engine's uint8 images
     sig = BarycenterUNet(1, widths=(8,) * 5)
     lam = torch.ones(6)
     for g, fits in ((m.generator_net, True), (sig, False)):
@@ -173,6 +175,7 @@ def test_automix_trains_jointly_in_the_engine():
                          model_kwargs={"width": 0.25}, method_kwargs={"widths": [8, 8, 8, 8, 8]})
     trainer = make_trainer(config, out="/tmp/mixlab-test-automix", store=False, progress=False)
     trainer.setup()
+    assert trainer.method.generator_net.output == "sigmoid"  # uint8 images: [0, 1] after conversion
     gen_params = set(map(id, trainer.method.generator_net.parameters()))
     in_opt = {id(p) for group in trainer.optimizer.param_groups for p in group["params"]}
     assert gen_params <= in_opt

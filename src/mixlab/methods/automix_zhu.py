@@ -195,12 +195,12 @@ class AutoMixZhu(PixelSpaceMixer):
         return self.generator_net
 
     def choose_output(self, x01: Tensor) -> str:
-        """Settle ``output="auto"`` from data in pixel space: sigmoid when every value lies in ``[0, 1]``, else
-        linear (one host sync, once). Returns the generator's output mapping."""
+        """Settle ``output="auto"`` from data in pixel space: sigmoid for uint8 images or when every value lies in
+        ``[0, 1]``, else linear (one host sync, once). Returns the generator's output mapping."""
         if self.generator_net is None:
             self.build(x01.shape[1]).to(x01.device)
         if not self._output_chosen:
-            inside = bool(((x01 >= 0) & (x01 <= 1)).all())
+            inside = x01.dtype == torch.uint8 or bool(((x01 >= 0) & (x01 <= 1)).all())  # uint8: images
             self.generator_net.output = "sigmoid" if inside else "linear"
             self._output_chosen = True
         return self.generator_net.output
@@ -221,7 +221,7 @@ class AutoMixZhu(PixelSpaceMixer):
         self.set_normalization(trainer.augment.mean, trainer.augment.std)
         if self.generator_net is None:
             self.build(trainer.x_train.shape[1]).to(trainer.device)
-        self.choose_output(trainer.x_train)  # the engine keeps x_train in pixel space (normalised per batch)
+        self.choose_output(trainer.x_train)  # the engine keeps x_train unnormalised: uint8 images or features
         import sys
 
         print(f"automix-zhu: barycenter generator with {count_parameters(self.generator_net) / 1e6:.2f} M "
