@@ -368,3 +368,42 @@ def test_cli_search_train_show_and_bench(tmp_path, capsys):
                  "--shapes", "1x28", "--repeats", "1", "--model-arg", "width=0.125"]) == 0
     out = capsys.readouterr().out
     assert "skipping not-a-method" in out and "transformmix" in out and "automix-zhu" in out
+
+
+def test_transformmix_mask_network_size_options():
+    from types import SimpleNamespace
+
+    trainer = SimpleNamespace(x_train=torch.zeros(1, 1, 28, 28))
+    default = TransformMix(num_classes=10).module_config(trainer)
+    assert not {"mask_layers", "mask_channels", "mask_kernel"} & set(default)  # earlier search keys stay valid
+    config = TransformMix(num_classes=10, mask_layers=2, mask_channels=8, mask_kernel=5).module_config(trainer)
+    module = MixingModule(**config)
+    convs = [m for m in module.mask_net.net if isinstance(m, torch.nn.Conv2d)]
+    assert [(c.out_channels, c.kernel_size) for c in convs] == [(8, (5, 5)), (8, (5, 5)), (2, (1, 1))]
+    assert module.config()["mask_kernel"] == 5
+    out = module(blobs(4).reshape(2, 2, 1, 28, 28), torch.rand(2, 2, 7, 7), torch.full((2, 2), 0.5),
+                 torch.zeros(2, 1, 28, 28))
+    assert out.masks.shape == (2, 2, 28, 28)
+    with pytest.raises(ValueError, match="odd kernel"):
+        TransformMix(num_classes=10, mask_kernel=4)
+
+
+def test_transformmix_ablation_and_k3_reproductions_resolve():
+    from mixlab.protocols import PROTOCOLS
+    from mixlab.reproduce import REPRODUCTIONS, method_unavailable, paper_cell, paper_numbers
+
+    numbers = paper_numbers()
+    t4 = REPRODUCTIONS["transformmix-table4"].tables[0]
+    ablations = {r.label: r.kwargs.get("ablation", "none") for r in t4.rows if r.method == "transformmix"}
+    assert ablations == {"softmax+CAM": "softmax-cam", "w/ STN only": "stn-only", "w/ MPN only": "mpn-only",
+                         "TransformMix": "none"}
+    assert paper_cell(numbers, t4, t4.rows[3], t4.columns[0]) == (96.03, 0.02)  # STN only, CIFAR-10
+    assert all(paper_cell(numbers, t4, r, c) for r in t4.rows for c in t4.columns)
+    t7 = REPRODUCTIONS["transformmix-table7"].tables[0]
+    assert [r.kwargs.get("k", 2) for r in t7.rows if r.method == "transformmix"] == [2, 3]
+    for t in (t4, t7):
+        for r in t.rows:
+            if r.method != "comixup":  # a baseline of another issue
+                assert method_unavailable(r.method, r.kwargs) is None, r.label
+        for c in t.columns:
+            assert c.protocol in PROTOCOLS and (c.quick is None or c.quick in PROTOCOLS)

@@ -191,6 +191,13 @@ register(Protocol("cifar10-quick", "CPU-sized CIFAR-10: PreActResNet-18 width 16
                   ("erm", "mixup", "cutmix", "manifold"), trials=2,
                   scaling="PreActResNet-18 at width 16, 1,000 training images, 15 epochs, 1,000 test images, "
                   "instead of the full network, 50,000 images and 200-2,000 epochs", source="CPU check"))
+# TransformMix paper, Table 2 / Table 4 CIFAR-100 column: WRN-28-10, 400 epochs, lr 0.1 decayed x0.1 at 200 and 300
+# ("following Kim et al. 2020", PuzzleMix). Batch 100 and weight decay 1e-4 are PuzzleMix's CIFAR settings (not
+# printed in the TransformMix paper); crop 4 + flip.
+register(Protocol("transformmix-cifar100-wrn", "TransformMix paper, CIFAR-100, WRN-28-10, 400 epochs",
+                  dict(dataset="cifar100", model="wrn28-10", epochs=400, batch_size=100, lr=0.1, momentum=0.9,
+                       weight_decay=1e-4, schedule="multistep", milestones=(200, 300), crop_padding=4, flip=True),
+                  ("erm", "mixup", "transformmix"), trials=3, source="TransformMix paper, section 4.2 and Table 4"))
 # AlignMixup repository protocol (SPEC.md): PreActResNet-18 with BN+ReLU after the stem, 2000 epochs, lr / 10 at
 # 500, 1000, 1500, batch 128, weight decay 1e-4, crop 4 + flip. The repository reports the best test epoch; we
 # report the last.
