@@ -29,7 +29,7 @@ from .checks import positive_int
 from .registry import Registry
 from .results import ResultsStore, describe_diverged
 from .protocols import lowres_protocol
-from .results.store import mean_std
+from .results.store import format_options, mean_std
 
 
 # ------------------------------------------------------------------------------------------------ specs
@@ -178,6 +178,7 @@ class Cell:
     seeds: list = field(default_factory=list)
     run_seconds: dict = field(default_factory=dict)  # run id -> training seconds
     diverged: list = field(default_factory=list)  # diverged_runs() entries: no value, listed in a footnote
+    options: dict = field(default_factory=dict)  # the method options its runs train with (row's + protocol's)
 
 
 def resolve(row: Row, col: Column, quick: bool, data_dir: str | None, trials: int | None,
@@ -240,6 +241,7 @@ def resolve_all(rep: Reproduction, quick: bool, data_dir: str | None, trials: in
                     continue
                 for seed in cell.seeds:
                     config = train_config(cell, r, seed, device, threads)
+                    cell.options = dict(config.method_kwargs)
                     cell.run_ids.append(config.run_id())
                     jobs.setdefault(config.run_id(), config)
     return grid, jobs
@@ -495,7 +497,13 @@ def write_report(rep: Reproduction, grid, quick: bool, report_dir: Path, out, wa
         best = [(min if lower[j] else max)((sum(rows[i][j].values) / len(rows[i][j].values) for i in range(len(t.rows))
                                             if rows[i][j].values), default=None) for j in range(len(t.columns))]
         for r, cells in zip(t.rows, rows):
-            out_cells = [f"{r.label} (`{r.method}`" + (f" {r.kwargs}" if r.kwargs else "") + ")"]
+            # the options the runs were trained with (the row's and the protocol's): in the row when the same in
+            # every column, else as a footnote per cell
+            ran = [cell for cell in cells if not cell.unavailable]
+            common = {format_options(cell.options) for cell in ran}
+            shared = None if len(common) > 1 else (common.pop() if common else format_options(r.kwargs))
+            shown = format_options(r.kwargs) if shared is None else shared
+            out_cells = [f"{r.label} (`{r.method}`" + (f" {shown}" if shown else "") + ")"]
             rjson = {"label": r.label, "method": r.method, "kwargs": r.kwargs, "cells": []}
             for j, (c, cell) in enumerate(zip(t.columns, cells)):
                 if has_paper:
@@ -518,13 +526,17 @@ def write_report(rep: Reproduction, grid, quick: bool, report_dir: Path, out, wa
                            + "; ".join(describe_diverged(d) for d in cell.diverged))
                     footnotes.append(why)
                     out_cells[-1] += f" [{len(footnotes)}]"
-                if cell.note:
-                    if cell.note not in footnotes:
-                        footnotes.append(cell.note)
-                    out_cells[-1] += f" [{footnotes.index(cell.note) + 1}]"
+                notes = [cell.note] if cell.note else []
+                if shared is None and not cell.unavailable:
+                    notes.append(f"method options: {format_options(cell.options) or 'none'}")
+                for note in notes:
+                    if note not in footnotes:
+                        footnotes.append(note)
+                    out_cells[-1] += f" [{footnotes.index(note) + 1}]"
                 run_seconds.update(cell.run_seconds)
                 rjson["cells"].append({"column": c.label, "protocol": cell.protocol, "unavailable": cell.unavailable,
-                                       "note": cell.note, "values": cell.values, "run_ids": cell.run_ids,
+                                       "note": cell.note, "method_options": cell.options, "values": cell.values,
+                                       "run_ids": cell.run_ids,
                                        "paper": paper_cell(numbers, t, r, c) if has_paper else None})
             lines.append("| " + " | ".join(out_cells) + " |")
             tjson["rows"].append(rjson)
@@ -552,6 +564,9 @@ def write_report(rep: Reproduction, grid, quick: bool, report_dir: Path, out, wa
                      f"source: {p.source or '–'}." + (f" Scaled: {p.scaling}." if p.scaling else ""))
         cfg = {k: v for k, v in p.config.items()}
         lines.append(f"  settings: `{json.dumps(cfg, default=str)}`")
+        if p.method_kwargs:
+            lines.append("  method options of this protocol: " + "; ".join(
+                f"`{m}`: {format_options(o)}" for m, o in p.method_kwargs.items()))
     path = report_dir / "report.md"
     path.write_text("\n".join(lines) + "\n")
     (report_dir / "results.json").write_text(json.dumps(results, indent=1, default=str))

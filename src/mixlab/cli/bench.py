@@ -33,7 +33,8 @@ def format_table(rows: list[dict], baseline: str | None = "erm") -> str:
     for r in rows:
         delta = f"{r['mean_error'] - base['mean_error']:+.2f}" if base else ""
         lines.append(f"{r['method']:<22}{format_mean_std(r['mean_error'], r['std_error'], r['trials'], 24)}"
-                     f"{r['trials']:>8}{delta:>10}{r['train_seconds']:>9.1f}")
+                     f"{r['trials']:>8}{delta:>10}{r['train_seconds']:>9.1f}"
+                     + (f"  options: {r['options']}" if r.get("options") else ""))
     return "\n".join(lines)
 
 
@@ -172,7 +173,7 @@ def run(args) -> int:
     if args.json:
         print_json({"protocol": protocol.name, "trials": trials, "wall_seconds": wall,
                     "methods": {r["method"]: {k: r[k] for k in ("mean_error", "std_error", "errors", "trials",
-                                                                "seeds", *dict(EXTRA_METRICS)) if k in r}
+                                                                "seeds", "options", *dict(EXTRA_METRICS)) if k in r}
                                 for r in rows},
                     "diverged": diverged})
     return EXIT_DIVERGED if diverged else 0

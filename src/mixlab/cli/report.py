@@ -33,6 +33,7 @@ def run(args) -> int:
     for r in rows:
         print(f"{str(r['protocol']):<26}{r['dataset']:<15}{r['model']:<16}{r['method']:<20}{r['evaluated_on']:<24}"
               f"{format_mean_std(r['mean_error'], r['std_error'], r['trials'], 24)}{r['trials']:>4}"
+              + (f"   options: {r['options']}" if r["options"] else "")
               + (f"   [{r['variant']}]" if r["variant"] else ""))
     if diverged:
         print(f"\ndiverged (non-finite training loss; no error, not averaged above): {len(diverged)} run(s)")

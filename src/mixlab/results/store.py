@@ -143,6 +143,11 @@ def _flat(d: dict, prefix: str = "") -> dict:
     return out
 
 
+def format_options(options: dict | None) -> str:
+    """Method options as ``--method-arg`` writes them: ``m=2, mix_at=feature-map, mean_loss=true`` ("" if none)."""
+    return ", ".join(f"{k}={v if isinstance(v, str) else json.dumps(v)}" for k, v in sorted((options or {}).items()))
+
+
 def summarize(runs: list[dict], keys=("protocol", "dataset", "model", "method"), metric: str = "test_error") -> list[dict]:
     """Group runs by ``keys`` and give mean +- std of ``metric`` over seeds, in first-seen order.
 
@@ -150,6 +155,7 @@ def summarize(runs: list[dict], keys=("protocol", "dataset", "model", "method"),
     same store) are never averaged together: each configuration is its own row, and where ``keys`` alone do not
     tell them apart the row's ``variant`` names the differing settings (``""`` otherwise). ``evaluated_on`` says
     whether the runs' error is on the test set or on a validation holdout (``--holdout-per-class``).
+    ``options`` lists the method options the runs were trained with (the protocol's and the user's), always.
     """
     groups: dict[tuple, list[dict]] = {}
     flat: dict[tuple, dict] = {}  # each group's config (seed left out), flattened to "a.b" keys
@@ -172,7 +178,8 @@ def summarize(runs: list[dict], keys=("protocol", "dataset", "model", "method"),
         vals = [m[metric] for m in members]
         mean, std = mean_std(vals)
         holdout = (members[0].get("config") or {}).get("holdout_per_class")
-        rows.append({**dict(zip(keys, key)), "variant": label,
+        options = format_options((members[0].get("config") or {}).get("method_kwargs"))
+        rows.append({**dict(zip(keys, key)), "variant": label, "options": options,
                      "evaluated_on": f"validation ({holdout}/class)" if holdout else "test",
                      "trials": len(vals), "mean_error": mean,
                      "std_error": std, "errors": vals, "seeds": [m["seed"] for m in members],
