@@ -681,7 +681,7 @@ register(Reproduction(
         Column("F-MNIST(full)", "automix-fmnist-full", None, _FULL_WHY),
         Column("F-MNIST(sub)", "automix-fmnist-sub", "automix-fmnist-sub-quick")), "automix-table4"),),
     notes="With --quick the sub columns use the CPU-sized protocols (see Protocols: a x0.25-width network "
-          "without dropout, 2,000 test images), so our errors are not expected to reach the paper's; the ranking of "
+          "without dropout), so our errors are not expected to reach the paper's; the ranking of "
           "methods is what the quick run can show."))
 
 _CIFAR_WHY = "ResNet-18 on CIFAR-10 for 200 epochs is GPU work (days on 2 CPU cores)"
