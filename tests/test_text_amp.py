@@ -339,6 +339,44 @@ def test_text_trainer_runs_steps_and_reports_selection(data_root, tmp_path):
         make_trainer(bad, out=tmp_path, data_dir=str(data_root), progress=False, store=False).run()
 
 
+def test_cross_validated_protocol_scores_each_trial_as_the_mean_of_its_folds(data_root, tmp_path, monkeypatch):
+    from mixlab import reproduce
+    from mixlab.cli.bench import run_protocol
+    from mixlab.protocols import PROTOCOLS, Protocol
+    from mixlab.results import ResultsStore
+
+    p = Protocol("test-cv", "MR, two folds per trial", dict(
+        dataset="mr", model="kim-cnn", optimizer="adam", lr=1e-3, batch_size=50, weight_decay=0.0, schedule="constant",
+        max_steps=2, model_kwargs={"embed_dim": 8, "num_filters": 4}, data_kwargs={"ratio": 0.02}), ("erm",),
+        trials=2, cv_folds=10, folds_per_trial=2)
+    monkeypatch.setitem(PROTOCOLS, "test-cv", p)
+    assert (p.trial_folds(0), p.trial_folds(1), p.trial_folds(5)) == ([0, 1], [2, 3], [0, 1])
+    configs = p.train_configs("wordmixup", 1, method_kwargs={"alpha": 1.0})
+    assert [(c.seed, c.data_kwargs) for c in configs] == [(1, {"ratio": 0.02, "fold": 2}), (1, {"ratio": 0.02, "fold": 3})]
+    assert len({c.run_id() for c in configs}) == 2 and configs[0].method_kwargs == {"alpha": 1.0}
+    assert Protocol("x", "", {}, ("erm",), 1).train_configs("erm", 0)[0].data_kwargs == {}  # no CV: one run
+
+    (row,), diverged = run_protocol(p, ["erm"], 2, tmp_path, data_dir=str(data_root), progress=False,
+                                    log=lambda *a: None)
+    assert diverged == []
+    runs = {r["config"]["data_kwargs"]["fold"]: r for r in ResultsStore(tmp_path).runs()}
+    assert sorted(runs) == [0, 1, 2, 3]
+    assert {r["metrics"]["test_set"].split(":")[0] for r in runs.values()} == {
+        f"10-fold CV (seed 0), fold {f} test part" for f in range(4)}
+    want = [(runs[0]["test_error"] + runs[1]["test_error"]) / 2, (runs[2]["test_error"] + runs[3]["test_error"]) / 2]
+    assert row["errors"] == pytest.approx(want) and row["trials"] == 2 and row["variant"] == ""
+
+    rep = reproduce.Reproduction("test-cv", "cv", (reproduce.Table("t", (reproduce.Row("w/o", "erm"),),
+                                                                   (reproduce.Column("MR", "test-cv", "test-cv"),)),))
+    monkeypatch.setitem(reproduce.REPRODUCTIONS, "test-cv", rep)
+    path = reproduce.run_reproduction("test-cv", out=tmp_path, quick=True, data_dir=str(data_root), log=lambda *a: None)
+    assert "0 trained now" in path.read_text() and "10-fold cross-validation" in path.read_text()
+    import json
+
+    (cell,) = json.loads((path.parent / "results.json").read_text())["tables"][0]["rows"][0]["cells"]
+    assert cell["values"] == pytest.approx(want) and len(cell["run_ids"]) == 4
+
+
 def test_image_run_identity_unchanged():
     identity = TrainConfig().identity()
     assert not {"max_steps", "eval_steps", "data_kwargs"} & set(identity)

@@ -22,11 +22,34 @@ class Protocol:
     method_kwargs: dict = field(default_factory=dict)
     scaling: str = ""  # for -quick variants: what was scaled and why
     source: str = ""
+    #: cross-validation, for datasets without a test split (SUBJ, MR): ``cv_folds`` folds (the loader's ``fold=``);
+    #: trial ``s`` trains one run on each of its ``folds_per_trial`` folds (default all: a whole cross-validation
+    #: per seed; 1: trial ``s`` is fold ``s``), and its error is the mean over them (:meth:`train_configs`)
+    cv_folds: int = 0
+    folds_per_trial: int = 0
 
     def train_config(self, method: str, seed: int, **overrides) -> TrainConfig:
         fields = {**self.config, **overrides}
         kwargs = {**self.method_kwargs.get(method, {}), **fields.pop("method_kwargs", {})}
         return TrainConfig(method=method, seed=seed, protocol=self.name, method_kwargs=kwargs, **fields)
+
+    def trial_folds(self, seed: int) -> list[int]:
+        """The test folds of trial ``seed``: ``seed * k + j`` (mod ``cv_folds``), ``j < k = folds_per_trial``."""
+        if not self.cv_folds:
+            return []
+        k = self.folds_per_trial or self.cv_folds
+        return [(seed * k + j) % self.cv_folds for j in range(k)]
+
+    def train_configs(self, method: str, seed: int, **overrides) -> list[TrainConfig]:
+        """The runs of one trial: one config, or with ``cv_folds`` one per fold of :meth:`trial_folds` (same
+        seed); the trial's number is the mean over them (:func:`mixlab.results.store.combine_folds`)."""
+        if not self.cv_folds:
+            return [self.train_config(method, seed, **overrides)]
+        data = {**self.config.get("data_kwargs", {}), **overrides.pop("data_kwargs", {})}
+        if self.cv_folds != 10:  # the loaders' default
+            data["folds"] = self.cv_folds
+        return [self.train_config(method, seed, data_kwargs={**data, "fold": fold}, **overrides)
+                for fold in self.trial_folds(seed)]
 
 
 PROTOCOLS = Registry("protocol")
@@ -103,10 +126,16 @@ _AMP = dict(dataset="trec", optimizer="adam", lr=2e-4, batch_size=50, weight_dec
 # Quick variants: 300-d embeddings -> 128 (BiLSTM hidden 512 -> 128), 600 steps (RNN 300) at lr 1e-3 instead of
 # 8,000 at 2e-4, evaluated every 100 steps; same data, split, batch, alpha, epsilon. About 5 minutes per trial
 # of the five methods on one free CPU core (CNN).
+# Table 2's other columns: SST-1 and SST-2 with their official dev splits; SUBJ and MR have no test split and are
+# evaluated by 10-fold cross-validation (Kim 2014), with a seeded 10% dev hold-out of each training part. The paper
+# does not say how its 10 seeds and the 10 folds combine: in the full protocols every trial (seed) runs the whole
+# cross-validation and scores the mean over the folds; the quick ones run one fold per trial (trial s: fold s).
+# Quick lengths: 600 steps for now (the learning curves that set them are being measured).
+AMP_QUICK_STEPS = {"trec": 600, "sst1": 600, "sst2": 600, "subj": 600, "mr": 600}
 _AMP_QUICK = dict(_AMP, lr=1e-3, max_steps=600, eval_steps=100)
 _AMP_QUICK_NOTE = ("embeddings 128-d instead of 300, {steps} steps at Adam lr 1e-3 instead of 8,000 at 2e-4{extra}; "
                    "TREC with a seeded 10% dev hold-out, batch 50, alpha 1, epsilon 0.002 as the paper")
-for tag, model, kwargs_quick, steps, extra in (("cnn", "kim-cnn", {"embed_dim": 128}, 600, ""),
+for tag, model, kwargs_quick, steps, extra in (("cnn", "kim-cnn", {"embed_dim": 128}, AMP_QUICK_STEPS["trec"], ""),
                                                ("rnn", "bilstm-attn", {"embed_dim": 128, "hidden": 128}, 300,
                                                 ", BiLSTM hidden 128 instead of 512")):
     register(Protocol(f"amp-trec-{tag}", f"AMP paper Table 2, TREC, {model} (random embeddings)",
@@ -114,6 +143,27 @@ for tag, model, kwargs_quick, steps, extra in (("cnn", "kim-cnn", {"embed_dim": 
     register(Protocol(f"amp-trec-{tag}-quick", f"CPU-sized variant of amp-trec-{tag}",
                       dict(_AMP_QUICK, model=model, model_kwargs=kwargs_quick, max_steps=steps), AMP_METHODS,
                       trials=3, scaling=_AMP_QUICK_NOTE.format(steps=steps, extra=extra),
+                      source="Liu et al. 2021, Table 2 (scaled)"))
+
+_CV = {"subj", "mr"}
+_AMP_NAMES = {"trec": "TREC", "sst1": "SST-1", "sst2": "SST-2", "subj": "SUBJ", "mr": "MR"}
+for ds in ("sst1", "sst2", "subj", "mr"):
+    cv = ds in _CV
+    data = {"dev_fraction": 0.1} if cv else {}
+    how = "10-fold cross-validation, 10% dev hold-out of each training part" if cv else "official dev split"
+    for tag, model in (("cnn", "kim-cnn"), ("rnn", "bilstm-attn")):
+        register(Protocol(f"amp-{ds}-{tag}", f"AMP paper Table 2, {_AMP_NAMES[ds]}, {model} (random embeddings; {how})",
+                          dict(_AMP, dataset=ds, model=model, data_kwargs=data), AMP_METHODS, trials=10,
+                          cv_folds=10 if cv else 0, source="Liu et al. 2021, Table 2"))
+    steps = AMP_QUICK_STEPS[ds]
+    register(Protocol(f"amp-{ds}-cnn-quick", f"CPU-sized variant of amp-{ds}-cnn",
+                      dict(_AMP_QUICK, dataset=ds, model="kim-cnn", model_kwargs={"embed_dim": 128}, max_steps=steps,
+                           data_kwargs=data), AMP_METHODS, trials=3, cv_folds=10 if cv else 0,
+                      folds_per_trial=1 if cv else 0,
+                      scaling=(f"embeddings 128-d instead of 300, {steps} steps at Adam lr 1e-3 instead of 8,000 at "
+                               f"2e-4; {_AMP_NAMES[ds]} with its {how}"
+                               + (", one fold per trial (trial s: fold s) instead of all ten" if cv else "")
+                               + "; batch 50, alpha 1, epsilon 0.002 as the paper"),
                       source="Liu et al. 2021, Table 2 (scaled)"))
 
 # Table 3: BERT-base + SentMixup vs Sent-AMP on TREC subsets of max(1, floor(r n_c)) examples per class (labels

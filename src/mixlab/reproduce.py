@@ -178,6 +178,7 @@ class Cell:
     seeds: list = field(default_factory=list)
     run_seconds: dict = field(default_factory=dict)  # run id -> training seconds
     diverged: list = field(default_factory=list)  # diverged_runs() entries: no value, listed in a footnote
+    trials: list = field(default_factory=list)  # per seed, its run ids (one per fold on a cross-validated protocol)
     options: dict = field(default_factory=dict)  # the method options its runs train with (row's + protocol's)
 
 
@@ -240,10 +241,12 @@ def resolve_all(rep: Reproduction, quick: bool, data_dir: str | None, trials: in
                 if cell.unavailable:
                     continue
                 for seed in cell.seeds:
-                    config = train_config(cell, r, seed, device, threads)
-                    cell.options = dict(config.method_kwargs)
-                    cell.run_ids.append(config.run_id())
-                    jobs.setdefault(config.run_id(), config)
+                    configs = train_configs(cell, r, seed, device, threads)
+                    cell.options = dict(configs[0].method_kwargs)
+                    cell.trials.append([config.run_id() for config in configs])
+                    for config in configs:
+                        cell.run_ids.append(config.run_id())
+                        jobs.setdefault(config.run_id(), config)
     return grid, jobs
 
 
@@ -274,8 +277,7 @@ def dry_run(name: str, out: str | Path = "mixlab-out", quick: bool = False, tria
                     continue
                 counts["available"] += 1
                 done = sum(store.has_run(rid) for rid in cell.run_ids) if store else 0
-                options = train_config(cell, r, cell.seeds[0], device).method_kwargs
-                log(f"{head} on `{cell.protocol}`, options {options or 'none (defaults)'}, seeds "
+                log(f"{head} on `{cell.protocol}`, options {cell.options or 'none (defaults)'}, seeds "
                     f"{cell.seeds[0]}-{cell.seeds[-1]}: available, {done} of {len(cell.run_ids)} runs done"
                     + (f" ({cell.note})" if cell.note else "") + f"; runs {', '.join(cell.run_ids)}")
     log(f"\n{counts['cells']} cells: {counts['available']} available, {counts['documented']} unavailable for a "
@@ -284,7 +286,8 @@ def dry_run(name: str, out: str | Path = "mixlab-out", quick: bool = False, tria
     return counts
 
 
-def train_config(cell: Cell, row: Row, seed: int, device: str, threads: int | None = None):
+def train_configs(cell: Cell, row: Row, seed: int, device: str, threads: int | None = None) -> list:
+    """The runs of one trial (one per fold on a cross-validated protocol)."""
     from .protocols import get_protocol
 
     overrides = {"device": device}
@@ -292,7 +295,7 @@ def train_config(cell: Cell, row: Row, seed: int, device: str, threads: int | No
         overrides["threads"] = threads
     if row.kwargs:
         overrides["method_kwargs"] = dict(row.kwargs)
-    return get_protocol(cell.protocol).train_config(row.method, seed, **overrides)
+    return get_protocol(cell.protocol).train_configs(row.method, seed, **overrides)
 
 
 def read_value(spec: str, run: dict, evals: dict[str, dict]) -> float | None:
@@ -363,25 +366,28 @@ def run_reproduction(name: str, out: str | Path = "mixlab-out", quick: bool = Fa
     for t, rows in zip(rep.tables, grid):
         for r, cells in zip(t.rows, rows):
             for c, cell in zip(t.columns, cells):
-                cell.run_ids = [rid for rid in cell.run_ids if rid not in locked]
+                cell.trials = [ids for ids in cell.trials if not set(ids) & locked]  # only whole trials count
+                cell.run_ids = [rid for ids in cell.trials for rid in ids]
                 cell.diverged = [diverged[rid] for rid in cell.run_ids if rid in diverged]
                 kinds = [c.value.split(":")[1]] if c.value.startswith("eval:") else []
-                for rid in cell.run_ids:
-                    if rid in diverged:
+                for ids in cell.trials:
+                    if set(ids) & set(diverged):  # a trial with a diverged run has no number
                         continue
-                    evals = {}
-                    for kind in kinds:
-                        pending = (rid, kind) in todo_evals
-                        t_eval = time.perf_counter()
-                        evals[kind] = run_eval(out, rid, kind, data_dir=data_dir, device=device, **c.eval_options)
-                        if pending:  # one line per evaluation actually run (they can take minutes)
-                            log(f"  [eval {todo_evals.index((rid, kind)) + 1}/{len(todo_evals)}] {kind} on {rid} "
-                                f"({time.perf_counter() - t_eval:.1f} s)")
-                    run = store.get_run(rid)
-                    v = read_value(c.value, run, evals)
-                    if v is not None:
-                        cell.values.append(float(v))
-                    cell.run_seconds[rid] = run.get("train_seconds") or 0.0
+                    values = []
+                    for rid in ids:
+                        evals = {}
+                        for kind in kinds:
+                            pending = (rid, kind) in todo_evals
+                            t_eval = time.perf_counter()
+                            evals[kind] = run_eval(out, rid, kind, data_dir=data_dir, device=device, **c.eval_options)
+                            if pending:  # one line per evaluation actually run (they can take minutes)
+                                log(f"  [eval {todo_evals.index((rid, kind)) + 1}/{len(todo_evals)}] {kind} on {rid} "
+                                    f"({time.perf_counter() - t_eval:.1f} s)")
+                        run = store.get_run(rid)
+                        values.append(read_value(c.value, run, evals))
+                        cell.run_seconds[rid] = run.get("train_seconds") or 0.0
+                    if values and None not in values:  # a trial's number: the mean over its folds
+                        cell.values.append(sum(float(v) for v in values) / len(values))
     wall = time.perf_counter() - t0
     trained = len(todo) - len(locked)
     log_invocation(out, {"name": name, "quick": quick, "trials": trials, "command": command, "started": started,
@@ -564,6 +570,10 @@ def write_report(rep: Reproduction, grid, quick: bool, report_dir: Path, out, wa
                      f"source: {p.source or '–'}." + (f" Scaled: {p.scaling}." if p.scaling else ""))
         cfg = {k: v for k, v in p.config.items()}
         lines.append(f"  settings: `{json.dumps(cfg, default=str)}`")
+        if p.cv_folds:
+            k = p.folds_per_trial or p.cv_folds
+            lines.append(f"  {p.cv_folds}-fold cross-validation: a trial's number is the mean over its {k} fold "
+                         f"run{'s' if k > 1 else ''} (trial s: folds s*{k} .. s*{k}+{k - 1} mod {p.cv_folds})")
         if p.method_kwargs:
             lines.append("  method options of this protocol: " + "; ".join(
                 f"`{m}`: {format_options(o)}" for m, o in p.method_kwargs.items()))
@@ -845,6 +855,39 @@ register(Reproduction(
     notes="Each row names its protocol (model and embeddings) and method by registry name. BERT_base: MiniLM "
           "(all-MiniLM-L6-v2) stands in for BERT-base on the whole TREC training set, the protocol of Table 3's "
           "100 % row (the paper's Table 2 BERT row and Table 3 100 % row print the same numbers)."))
+
+_T2_DATASETS = (("TREC", "trec"), ("SST-1", "sst1"), ("SST-2", "sst2"), ("SUBJ", "subj"), ("MR", "mr"))
+_SHARED = {"shared_dropout": True}
+
+
+def _t2_rows(model: str) -> tuple[Row, ...]:
+    """Table 2's rows of one backbone, plus AMP with shared dropout masks (ours: no paper number)."""
+    rows = []
+    for label, method in _AMP_METHODS:
+        rows.append(Row(label, method, paper=f"{model} {label}"))
+        if method.startswith("amp+"):
+            rows.append(Row(f"{label}, shared dropout", method, _SHARED))
+    return tuple(rows)
+
+
+def _t2_cols(tag: str, quick: bool, why: str = "") -> tuple[Column, ...]:
+    return tuple(Column(label, f"amp-{ds}-{tag}", f"amp-{ds}-{tag}-quick" if quick else None, why)
+                 for label, ds in _T2_DATASETS)
+
+
+register(Reproduction(
+    "amp-table2", "AMP paper, Table 2: five datasets, CNN-rand and RNN-rand (error %)",
+    (Table("Table 2, CNN_rand (Kim CNN, random embeddings): test error %", _t2_rows("CNN_rand"), _t2_cols("cnn", True),
+           "amp-table2"),
+     Table("Table 2, RNN_rand (BiLSTM with attention, random embeddings): test error %", _t2_rows("RNN_rand"),
+           _t2_cols("rnn", False, "the BiLSTM takes about 10x Kim CNN's step time on a CPU (the TREC RNN rows: "
+                                  "`amp-table2-trec --quick`)"), "amp-table2")),
+    notes="Final-step test error, mean ± std over trials (seeds). SUBJ and MR: 10-fold cross-validation, each trial's "
+          "number the mean over its folds (the quick protocols: one fold per trial, trial s on fold s, so their "
+          "spread includes the folds'). Rows `, shared dropout`: AMP whose two forward passes draw the same dropout "
+          "masks (`shared_dropout=true`), so that its max step acts through lambda alone; not in the paper. "
+          "The paper's GloVe and BERT rows need embeddings or weights this build does not ship (MiniLM stands in "
+          "for BERT in Table 3 only)."))
 
 _AMP_LOW = (3, 4, 5, 10, 15, 20, 40, 80, 100)
 _AMP_LOW_LABELS = ("3% (160)", "4% (215)", "5% (270)", "10% (543)", "15% (815)", "20% (1089)", "40% (2179)",

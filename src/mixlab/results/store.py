@@ -143,6 +143,29 @@ def _flat(d: dict, prefix: str = "") -> dict:
     return out
 
 
+#: per-run numbers that a cross-validated trial averages over its folds (besides test_error)
+FOLD_MEANS = ("test_error", "dev_selected_test_error", "best_test_error_over_steps")
+
+
+def combine_folds(runs: list[dict]) -> dict:
+    """One trial of a cross-validated protocol: its fold runs (same method and seed) as one run whose
+    ``test_error`` and selected errors are the means over the folds; ``config`` without the fold, ``folds`` and
+    ``fold_errors`` listed, ``train_seconds`` summed. A single run comes back as it is."""
+    if len(runs) == 1:
+        return runs[0]
+    first = runs[0]
+    config = json.loads(json.dumps(first.get("config") or {}))
+    folds = [((r.get("config") or {}).get("data_kwargs") or {}).get("fold") for r in runs]
+    config.get("data_kwargs", {}).pop("fold", None)
+    metrics = dict(first.get("metrics") or {})
+    for key in FOLD_MEANS:
+        values = [(r.get("metrics") or {}).get(key, r.get(key)) for r in runs]
+        metrics[key] = None if any(v is None for v in values) else sum(values) / len(values)
+    return {**first, "run_id": "+".join(r["run_id"] for r in runs), "config": config, "metrics": metrics,
+            "test_error": metrics["test_error"], "folds": folds, "fold_errors": [r.get("test_error") for r in runs],
+            "train_seconds": sum(r.get("train_seconds") or 0 for r in runs)}
+
+
 def format_options(options: dict | None) -> str:
     """Method options as ``--method-arg`` writes them: ``m=2, mix_at=feature-map, mean_loss=true`` ("" if none)."""
     return ", ".join(f"{k}={v if isinstance(v, str) else json.dumps(v)}" for k, v in sorted((options or {}).items()))
