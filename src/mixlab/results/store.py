@@ -226,3 +226,31 @@ def describe_diverged(d: dict) -> str:
     """One line for a diverged run (``diverged_runs`` entry)."""
     return (f"{d['method']} seed {d['seed']} ({d['run_id']}): diverged at epoch {d['diverged_epoch']}, "
             f"step {d['diverged_step']}")
+
+
+def step_curves(runs: list[dict], key: str = "dev_error") -> dict[str, dict[str, tuple[list, list]]]:
+    """Per dataset, per run (``method s<seed>``, with the fold for cross-validated runs): ``(steps, values)`` of
+    ``key`` from the run's periodic evaluations (text runs with ``eval_steps``); runs without them are left out."""
+    out: dict[str, dict[str, tuple[list, list]]] = {}
+    for r in runs:
+        points = [h for h in (r.get("metrics") or {}).get("history", []) if "step" in h and h.get(key) is not None]
+        if not points:
+            continue
+        fold = ((r.get("config") or {}).get("data_kwargs") or {}).get("fold")
+        label = f"{r['method']} s{r['seed']}" + (f" fold {fold}" if fold is not None else "")
+        out.setdefault(r["dataset"], {})[label] = ([h["step"] for h in points], [h[key] for h in points])
+    return out
+
+
+def levelled_off(steps: list, values: list, window: int = 5, tol: float = 0.5):
+    """The first step from which the moving average of ``values`` (over ``window`` evaluations) stays within
+    ``tol`` of its lowest value: where a learning curve has levelled off (None if it never has ``window``
+    points)."""
+    if len(values) < window:
+        return None
+    avg = [sum(values[i - window + 1:i + 1]) / window for i in range(window - 1, len(values))]
+    low = min(avg)
+    first = len(avg) - 1
+    while first > 0 and avg[first - 1] <= low + tol:
+        first -= 1
+    return steps[first + window - 1]
