@@ -242,9 +242,9 @@ def step_curves(runs: list[dict], key: str = "dev_error") -> dict[str, dict[str,
     return out
 
 
-def levelled_off(steps: list, values: list, window: int = 5, tol: float = 0.5):
+def levelled_off(steps: list, values: list, window: int = 5, tol: float = 1.0):
     """The first step from which the moving average of ``values`` (over ``window`` evaluations) stays within
-    ``tol`` of its lowest value: where a learning curve has levelled off (None if it never has ``window``
+    ``tol`` (points) of its lowest value: where a learning curve has levelled off (None if it never has ``window``
     points)."""
     if len(values) < window:
         return None
