@@ -425,3 +425,24 @@ def test_learning_curves_and_where_they_level_off(tmp_path, capsys):
     assert main(["report", "--out", str(tmp_path), "--curves", str(tmp_path / "c.png")]) == 0
     out = capsys.readouterr().out
     assert "levelled off at step 700" in out and (tmp_path / "c.png").exists()  # window 5, 1 point
+
+
+def test_amp_reproductions_resolve_on_every_dataset():
+    from mixlab.protocols import PROTOCOLS
+    from mixlab.reproduce import REPRODUCTIONS, method_unavailable, paper_cell, paper_numbers
+
+    numbers = paper_numbers()
+    cnn, rnn = REPRODUCTIONS["amp-table2"].tables
+    assert [c.label for c in cnn.columns] == ["TREC", "SST-1", "SST-2", "SUBJ", "MR"]
+    for t in (cnn, rnn):
+        for c in t.columns:
+            assert c.protocol in PROTOCOLS and (c.quick is None or c.quick in PROTOCOLS)
+        for r in t.rows:
+            assert method_unavailable(r.method, r.kwargs) is None, r.label
+            assert (paper_cell(numbers, t, r, t.columns[3]) is None) == ("shared dropout" in r.label)
+    assert paper_cell(numbers, cnn, cnn.rows[5], cnn.columns[3]) == (9.2, 0.68)  # CNN_rand Word(our), SUBJ
+    assert {c.quick for c in cnn.columns} == {f"amp-{d}-cnn-quick" for d in ("trec", "sst1", "sst2", "subj", "mr")}
+    assert all(PROTOCOLS[f"amp-{d}-cnn-quick"].cv_folds == 10 for d in ("subj", "mr"))
+    assert all(PROTOCOLS[f"amp-{d}-cnn"].config["data_kwargs"] == {} for d in ("sst1", "sst2"))  # official dev
+    (t4,) = REPRODUCTIONS["amp-table4"].tables
+    assert [r.kwargs for r in t4.rows if "MaxOp" in r.label] == [{"min_op": False}] * 2
