@@ -377,6 +377,29 @@ def test_cross_validated_protocol_scores_each_trial_as_the_mean_of_its_folds(dat
     assert cell["values"] == pytest.approx(want) and len(cell["run_ids"]) == 4
 
 
+def test_amp_step_evaluation_separates_dropout_noise_from_lambda(data_root, tmp_path):
+    from mixlab.eval import run_eval
+
+    config = TrainConfig(dataset="trec", model="kim-cnn", method="wordmixup", optimizer="adam", lr=1e-3,
+                         batch_size=50, weight_decay=0.0, schedule="constant", max_steps=20,
+                         model_kwargs={"embed_dim": 32, "num_filters": 8}, data_kwargs={"ratio": 0.1})
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny model: one thread is faster on a shared machine
+    try:
+        result = make_trainer(config, out=tmp_path, data_dir=str(data_root), progress=False).run()
+        m = run_eval(tmp_path, result["run_id"], "amp-step", data_dir=str(data_root), batches=8)
+    finally:
+        torch.set_num_threads(threads)
+    assert m["inner"] == "wordmixup" and m["batches"] == 8
+    indep, shared, off = m["independent dropout"], m["shared dropout"], m["dropout off"]
+    # independent masks: the gap is dropout noise and MinOp's choice a coin flip; shared: lambda's effect, which
+    # the ascent step makes positive wherever the loss moves at all, as with dropout off
+    assert indep["median_loss_gap"] > 100 * shared["median_loss_gap"]
+    assert indep["loss_moved"] == 1.0 and 0.3 < indep["kept_among_moved"] < 0.7
+    assert shared["kept_among_moved"] > 0.9 and off["kept_among_moved"] > 0.9
+    assert shared["lambda_step"] < 1e-3
+
+
 def test_image_run_identity_unchanged():
     identity = TrainConfig().identity()
     assert not {"max_steps", "eval_steps", "data_kwargs"} & set(identity)
