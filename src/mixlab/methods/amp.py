@@ -23,7 +23,8 @@ Options:
   lambda step: MinOp then keeps, per sample, the worse of two dropout draws (about half the samples), not the
   adversarial lambda. What the paper's effect rests on is therefore (a) the step being large enough for the loss to
   move with lambda, and (b) with dropout after the mixing point, MinOp's selection among dropout draws, which is a
-  different regulariser; ``shared_dropout=True`` removes (b).
+  different regulariser; ``shared_dropout=True`` removes (b). ``mixlab eval amp-step --run ID`` measures both
+  settings on a trained run.
 * ``min_op`` (default True): Table 4's ablation. ``min_op=False`` is the "+MaxOp" row: train on ``L'`` (Eq. 20)
   for every sample, without MinOp's comparison with ``L`` (Eq. 19, 21); "+RandOp" is the plain mixer.
 * ``reweight`` (the code's undocumented extra, off by default): weight each sample by
