@@ -16,7 +16,8 @@ from torch import nn
 
 from mixlab.registry import METHODS
 from mixlab.train import TrainConfig, Trainer
-from mixlab.train.distributed import gather_global, get_rank, get_world_size, local_rows
+from mixlab.methods import soft_cross_entropy
+from mixlab.train.distributed import TrainStep, gather_global, get_rank, get_world_size, local_rows
 
 torch.set_num_threads(1)
 OUT = Path(sys.argv[1])
@@ -48,6 +49,47 @@ if "multimix" in METHODS:
     trainer.run()
     save({"params": {k: v.detach().clone() for k, v in trainer.model.named_parameters()},
           "weights_rows": trainer.method.last_weights.shape[0], "batch": 59}, "global_multimix")
+
+
+# global-batch Dense MultiMix: through the engine (cnn11: the non-GAP path), and against a single-process
+# reference on the concatenated global batch (a BN-free GAP + linear staged net, so that ranks see the same maps)
+if "dense-multimix" in METHODS:
+    from mixlab.models.staged import StagedNet
+
+    trainer = Trainer(TrainConfig(method="dense-multimix", method_kwargs={"n": 8, "global_batch": True},
+                                  **dict(SMALL, batch_size=59)), out=OUT / "global_dense", progress=False, store=False)
+    trainer.run()
+
+    class TinyGap(StagedNet):
+        def __init__(self):
+            super().__init__()
+            torch.manual_seed(3)
+            self.stages = nn.ModuleList([nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU())])
+            self.head = nn.Linear(4, 3)
+
+    def dense(seed, global_batch):
+        return METHODS.create("dense-multimix", num_classes=3, n=6, clean_weight=0.0, seed=seed,
+                              global_batch=global_batch)
+
+    x_all = torch.randn(2 * 4, 1, 5, 5, generator=torch.Generator().manual_seed(11))
+    t_all = nn.functional.one_hot(torch.arange(8) % 3, 3).float()
+    rank, world = get_rank(), get_world_size()
+    own = local_rows(4)
+    net, method = TinyGap(), dense(300 + rank, True)
+    step = nn.parallel.DistributedDataParallel(TrainStep(net, method, soft_cross_entropy))
+    dense_loss = step(x_all[own], t_all[own])
+    dense_loss.backward()
+    ref_losses, ref_grads = [], []
+    for r in range(world):  # rank r's loss, computed in one process on the whole global batch
+        ref_net = TinyGap()
+        ref_loss = dense(300 + r, False).training_loss(ref_net, x_all, t_all)
+        ref_losses.append(float(ref_loss))
+        ref_grads.append(torch.autograd.grad(ref_loss, list(ref_net.parameters())))
+    save({"loss": float(dense_loss), "ref_loss": ref_losses[rank], "weights_shape": tuple(method.last_weights.shape),
+          "grads": [p.grad.clone() for p in net.parameters()],
+          "ref_grads": [sum(g) / world for g in zip(*ref_grads)],
+          "engine_params": {k: v.detach().clone() for k, v in trainer.model.named_parameters()},
+          "engine_weights_rows": trainer.method.last_weights.shape[-2], "batch": 59}, "global_dense")
 
 
 # ------------------------------------------------------------------------------------------ 2. gather_global

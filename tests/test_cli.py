@@ -60,6 +60,7 @@ def test_bench_method_arg_and_validation_holdout(tmp_path, capsys):
     assert main(["report", "--out", str(tmp_path)]) == 0
     lines = [line for line in capsys.readouterr().out.splitlines() if "mixup" in line]
     assert len(lines) == 2 and "validation (5/class)" in lines[0] and " test " in lines[1]
+    assert all("options: alpha=0.4" in line for line in lines)  # the method options behind each row
     assert not any("holdout" in line for line in lines)
 
 

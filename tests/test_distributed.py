@@ -59,6 +59,25 @@ def test_global_batch_multimix_mixes_over_both_ranks(worker):
         assert torch.equal(r0["params"][k], r1["params"][k]), k
 
 
+def test_global_batch_dense_multimix_mixes_over_both_ranks(worker):
+    from mixlab.registry import METHODS
+
+    if "dense-multimix" not in METHODS:
+        pytest.skip("dense-multimix is not registered")
+    r0, r1 = worker("global_dense")
+    for r in (r0, r1):
+        assert r["weights_shape"] == (25, 8, 6)  # Lambda^j over the global batch: 2 ranks x 4 examples
+        assert r["engine_weights_rows"] == 2 * r["batch"]
+        # each rank's loss is its own draw of mixtures over the concatenated global batch ...
+        assert abs(r["loss"] - r["ref_loss"]) < 1e-5
+        # ... and the DDP-averaged gradient is that of the mean of both ranks' global losses
+        for g, ref in zip(r["grads"], r["ref_grads"]):
+            torch.testing.assert_close(g, ref, rtol=1e-4, atol=1e-6)
+    assert r0["loss"] != r1["loss"]  # per-rank random streams
+    for k in r0["engine_params"]:
+        assert torch.equal(r0["engine_params"][k], r1["engine_params"][k]), k
+
+
 def test_global_batch_gather_sees_other_rank_and_routes_gradients(worker):
     for rank, g in enumerate(worker("gather")):
         # every rank sees both ranks' embeddings, in rank order; its own rows are its own

@@ -75,6 +75,41 @@ def test_reconstruction_only_moves_generator_toward_first_image():
     assert after1 < 0.5 * after2
 
 
+def test_generator_reproduces_standardised_features_with_a_linear_output():
+    # MIML-like bags: standardised features, about half negative, beyond [0, 1]
+    torch.manual_seed(0)
+    x = torch.randn(6, 1, 9, 15, generator=torch.Generator().manual_seed(0)) * 2
+    m = AutoMixZhu(num_classes=5, widths=(8, 8, 8, 8, 8), seed=0)
+    assert m.choose_output(x) == "linear"
+    assert AutoMixZhu(num_classes=5, widths=(8,) * 5).choose_output(blobs(2, size=9)) == "sigmoid"
+    assert AutoMixZhu(num_classes=5, widths=(8,) * 5).choose_output(torch.full((2, 1, 9, 9), 255, dtype=torch.uint8)) \
+        == "sigmoid"  # the engine's uint8 images
+    sig = BarycenterUNet(1, widths=(8,) * 5)
+    lam = torch.ones(6)
+    for g, fits in ((m.generator_net, True), (sig, False)):
+        torch.manual_seed(0)
+        opt = torch.optim.Adam(g.parameters(), lr=1e-2)
+        for _ in range(80):
+            loss = reconstruction_loss(x, x.flip(0), g(x, x.flip(0), lam), lam)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        with torch.no_grad():
+            out = g(x, x.flip(0), lam)
+        err = (out - x).abs().mean()
+        if fits:  # follows the negative values too
+            assert err < 0.15 * x.abs().mean() and out[x < -1].max() < 0
+        else:  # a sigmoid cannot go below 0: the negative half stays lost
+            assert out.min() > 0 and err > 0.6 * x.abs().mean()
+    state = m.state_dict()
+    assert state["generator_net._extra_state"] == {"output": "linear"}
+    again = AutoMixZhu(num_classes=5, widths=(8,) * 5, in_channels=1)
+    again.load_state_dict(state)
+    assert again.generator_net.output == "linear"
+    with pytest.raises(ValueError, match="output"):
+        AutoMixZhu(output="tanh")
+
+
 def test_training_loss_is_eq10_and_reaches_the_generator():
     m = AutoMixZhu(num_classes=10, in_channels=1, seed=3, clean_fraction=0.0)
     x, y = blobs(6, seed=5), torch.arange(6) % 3
@@ -134,6 +169,7 @@ def test_automix_trains_jointly_in_the_engine():
                          model_kwargs={"width": 0.25}, method_kwargs={"widths": [8, 8, 8, 8, 8]})
     trainer = make_trainer(config, out="/tmp/mixlab-test-automix", store=False, progress=False)
     trainer.setup()
+    assert trainer.method.generator_net.output == "sigmoid"  # uint8 images: [0, 1] after conversion
     gen_params = set(map(id, trainer.method.generator_net.parameters()))
     in_opt = {id(p) for group in trainer.optimizer.param_groups for p in group["params"]}
     assert gen_params <= in_opt
@@ -326,3 +362,42 @@ def test_cli_search_train_show_and_bench(tmp_path, capsys):
                  "--shapes", "1x28", "--repeats", "1", "--model-arg", "width=0.125"]) == 0
     out = capsys.readouterr().out
     assert "skipping not-a-method" in out and "transformmix" in out and "automix-zhu" in out
+
+
+def test_transformmix_mask_network_size_options():
+    from types import SimpleNamespace
+
+    trainer = SimpleNamespace(x_train=torch.zeros(1, 1, 28, 28))
+    default = TransformMix(num_classes=10).module_config(trainer)
+    assert not {"mask_layers", "mask_channels", "mask_kernel"} & set(default)  # earlier search keys stay valid
+    config = TransformMix(num_classes=10, mask_layers=2, mask_channels=8, mask_kernel=5).module_config(trainer)
+    module = MixingModule(**config)
+    convs = [m for m in module.mask_net.net if isinstance(m, torch.nn.Conv2d)]
+    assert [(c.out_channels, c.kernel_size) for c in convs] == [(8, (5, 5)), (8, (5, 5)), (2, (1, 1))]
+    assert module.config()["mask_kernel"] == 5
+    out = module(blobs(4).reshape(2, 2, 1, 28, 28), torch.rand(2, 2, 7, 7), torch.full((2, 2), 0.5),
+                 torch.zeros(2, 1, 28, 28))
+    assert out.masks.shape == (2, 2, 28, 28)
+    with pytest.raises(ValueError, match="odd kernel"):
+        TransformMix(num_classes=10, mask_kernel=4)
+
+
+def test_transformmix_ablation_and_k3_reproductions_resolve():
+    from mixlab.protocols import PROTOCOLS
+    from mixlab.reproduce import REPRODUCTIONS, method_unavailable, paper_cell, paper_numbers
+
+    numbers = paper_numbers()
+    t4 = REPRODUCTIONS["transformmix-table4"].tables[0]
+    ablations = {r.label: r.kwargs.get("ablation", "none") for r in t4.rows if r.method == "transformmix"}
+    assert ablations == {"softmax+CAM": "softmax-cam", "w/ STN only": "stn-only", "w/ MPN only": "mpn-only",
+                         "TransformMix": "none"}
+    assert paper_cell(numbers, t4, t4.rows[3], t4.columns[0]) == (96.03, 0.02)  # STN only, CIFAR-10
+    assert all(paper_cell(numbers, t4, r, c) for r in t4.rows for c in t4.columns)
+    t7 = REPRODUCTIONS["transformmix-table7"].tables[0]
+    assert [r.kwargs.get("k", 2) for r in t7.rows if r.method == "transformmix"] == [2, 3]
+    for t in (t4, t7):
+        for r in t.rows:
+            if r.method != "comixup":  # a baseline of another issue
+                assert method_unavailable(r.method, r.kwargs) is None, r.label
+        for c in t.columns:
+            assert c.protocol in PROTOCOLS and (c.quick is None or c.quick in PROTOCOLS)

@@ -238,6 +238,49 @@ def test_amp_with_zero_step_is_the_plain_mixer():
         assert torch.allclose(p.grad, q.grad, atol=1e-6)
 
 
+def test_amp_shared_dropout_makes_lambda_the_only_difference():
+    torch.manual_seed(0)
+    model = MODELS.create("kim-cnn", num_classes=3, vocab_size=50, embed_dim=16, num_filters=6, dropout=0.5).train()
+    x, t = tiny_batch(B=16)
+    for shared in (False, True):
+        amp = AMP("sentmixup", num_classes=3, seed=2, epsilon=0.0, shared_dropout=shared)
+        amp.training_loss(model, x, t)
+        s = amp.last_step
+        same = torch.equal(s["loss_pre"], s["loss_cur"])  # epsilon 0: lambda' = lambda
+        assert same == shared, "independent dropout draws must differ; shared ones must not"
+        if shared:
+            assert not s["mask"].any()  # no sample picks the "worse dropout draw"
+    # with a real step: the second pass is the first pass's dropout masks at lambda'
+    amp = AMP("wordmixup", num_classes=3, seed=2, epsilon=5.0, shared_dropout=True)
+    torch.manual_seed(7)
+    amp.training_loss(model, x, t)
+    s, perm = amp.last_step, amp.last.index
+    after = torch.get_rng_state()
+    torch.manual_seed(7)
+    with torch.no_grad():
+        ref_cur = sample_loss(model, x, t, 1, s["lam_adv"], perm, s["lam"])
+    assert torch.equal(after, torch.get_rng_state())  # the stream moves on as after one pass
+    assert torch.allclose(s["loss_cur"], ref_cur, atol=1e-5) and not torch.allclose(s["loss_cur"], s["loss_pre"])
+
+
+def test_amp_maxop_only_trains_on_the_second_pass():
+    model = cnn(2)
+    x, t = tiny_batch(B=16, seed=4)
+    amp = AMP("wordmixup", num_classes=3, seed=0, epsilon=40.0, min_op=False)
+    loss = amp.training_loss(model, x, t)
+    s, perm = amp.last_step, amp.last.index
+    assert (s["loss_cur"] < s["loss_pre"]).any(), "the test needs samples where MinOp would keep the first loss"
+    assert torch.allclose(loss, s["loss_cur"].mean(), atol=1e-6) and s["mask"].all()
+    model.zero_grad()
+    loss.backward()
+    second = sample_loss(model, x, t, 1, s["lam_adv"], perm, s["lam"])
+    ref = torch.autograd.grad(second.mean(), list(model.parameters()))
+    for (name, p), r in zip(model.named_parameters(), ref):
+        assert torch.allclose(p.grad, r, atol=1e-6), name
+    with_min = AMP("wordmixup", num_classes=3, seed=0, epsilon=40.0)
+    assert with_min.training_loss(model, x, t) > loss  # same draws; MinOp keeps the larger loss
+
+
 def test_amp_reweighting_option():
     amp = AMP("wordmixup", num_classes=3, reweight=True, moving_avg=2)
     w = amp.weights(torch.tensor([0.0, -1.0]))  # no positive gap yet: weights 1, no NaN
@@ -296,6 +339,67 @@ def test_text_trainer_runs_steps_and_reports_selection(data_root, tmp_path):
         make_trainer(bad, out=tmp_path, data_dir=str(data_root), progress=False, store=False).run()
 
 
+def test_cross_validated_protocol_scores_each_trial_as_the_mean_of_its_folds(data_root, tmp_path, monkeypatch):
+    from mixlab import reproduce
+    from mixlab.cli.bench import run_protocol
+    from mixlab.protocols import PROTOCOLS, Protocol
+    from mixlab.results import ResultsStore
+
+    p = Protocol("test-cv", "MR, two folds per trial", dict(
+        dataset="mr", model="kim-cnn", optimizer="adam", lr=1e-3, batch_size=50, weight_decay=0.0, schedule="constant",
+        max_steps=2, model_kwargs={"embed_dim": 8, "num_filters": 4}, data_kwargs={"ratio": 0.02}), ("erm",),
+        trials=2, cv_folds=10, folds_per_trial=2)
+    monkeypatch.setitem(PROTOCOLS, "test-cv", p)
+    assert (p.trial_folds(0), p.trial_folds(1), p.trial_folds(5)) == ([0, 1], [2, 3], [0, 1])
+    configs = p.train_configs("wordmixup", 1, method_kwargs={"alpha": 1.0})
+    assert [(c.seed, c.data_kwargs) for c in configs] == [(1, {"ratio": 0.02, "fold": 2}), (1, {"ratio": 0.02, "fold": 3})]
+    assert len({c.run_id() for c in configs}) == 2 and configs[0].method_kwargs == {"alpha": 1.0}
+    assert Protocol("x", "", {}, ("erm",), 1).train_configs("erm", 0)[0].data_kwargs == {}  # no CV: one run
+
+    (row,), diverged = run_protocol(p, ["erm"], 2, tmp_path, data_dir=str(data_root), progress=False,
+                                    log=lambda *a: None)
+    assert diverged == []
+    runs = {r["config"]["data_kwargs"]["fold"]: r for r in ResultsStore(tmp_path).runs()}
+    assert sorted(runs) == [0, 1, 2, 3]
+    assert {r["metrics"]["test_set"].split(":")[0] for r in runs.values()} == {
+        f"10-fold CV (seed 0), fold {f} test part" for f in range(4)}
+    want = [(runs[0]["test_error"] + runs[1]["test_error"]) / 2, (runs[2]["test_error"] + runs[3]["test_error"]) / 2]
+    assert row["errors"] == pytest.approx(want) and row["trials"] == 2 and row["variant"] == ""
+
+    rep = reproduce.Reproduction("test-cv", "cv", (reproduce.Table("t", (reproduce.Row("w/o", "erm"),),
+                                                                   (reproduce.Column("MR", "test-cv", "test-cv"),)),))
+    monkeypatch.setitem(reproduce.REPRODUCTIONS, "test-cv", rep)
+    path = reproduce.run_reproduction("test-cv", out=tmp_path, quick=True, data_dir=str(data_root), log=lambda *a: None)
+    assert "0 trained now" in path.read_text() and "10-fold cross-validation" in path.read_text()
+    import json
+
+    (cell,) = json.loads((path.parent / "results.json").read_text())["tables"][0]["rows"][0]["cells"]
+    assert cell["values"] == pytest.approx(want) and len(cell["run_ids"]) == 4
+
+
+def test_amp_step_evaluation_separates_dropout_noise_from_lambda(data_root, tmp_path):
+    from mixlab.eval import run_eval
+
+    config = TrainConfig(dataset="trec", model="kim-cnn", method="wordmixup", optimizer="adam", lr=1e-3,
+                         batch_size=50, weight_decay=0.0, schedule="constant", max_steps=20,
+                         model_kwargs={"embed_dim": 32, "num_filters": 8}, data_kwargs={"ratio": 0.1})
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny model: one thread is faster on a shared machine
+    try:
+        result = make_trainer(config, out=tmp_path, data_dir=str(data_root), progress=False).run()
+        m = run_eval(tmp_path, result["run_id"], "amp-step", data_dir=str(data_root), batches=8)
+    finally:
+        torch.set_num_threads(threads)
+    assert m["inner"] == "wordmixup" and m["batches"] == 8
+    indep, shared, off = m["independent dropout"], m["shared dropout"], m["dropout off"]
+    # independent masks: the gap is dropout noise and MinOp's choice a coin flip; shared: lambda's effect, which
+    # the ascent step makes positive wherever the loss moves at all, as with dropout off
+    assert indep["median_loss_gap"] > 100 * shared["median_loss_gap"]
+    assert indep["loss_moved"] == 1.0 and 0.3 < indep["kept_among_moved"] < 0.7
+    assert shared["kept_among_moved"] > 0.9 and off["kept_among_moved"] > 0.9
+    assert shared["lambda_step"] < 1e-3
+
+
 def test_image_run_identity_unchanged():
     identity = TrainConfig().identity()
     assert not {"max_steps", "eval_steps", "data_kwargs"} & set(identity)
@@ -339,3 +443,47 @@ def test_minilm_embeddings_equal_sentence_transformers():
         ours = torch.nn.functional.normalize(model.embed(ids), dim=1)
     torch.testing.assert_close(ours, expected.cpu(), rtol=0, atol=2e-5)
     assert float((ours[0] - ours[2]).abs().max()) > 0.05  # different sentences, different embeddings
+
+
+def test_learning_curves_and_where_they_level_off(tmp_path, capsys):
+    from mixlab.cli import main
+    from mixlab.results import ResultsStore
+    from mixlab.results.store import levelled_off, step_curves
+
+    steps = list(range(100, 1100, 100))
+    values = [20, 15, 12, 11, 10.5, 10.2, 10.1, 10, 10.1, 10]
+    assert levelled_off(steps, values, window=3, tol=0.5) == 700
+    assert levelled_off(steps, [10 - 2 * i for i in range(10)], window=3) == 1000  # still falling: the last step
+    assert levelled_off(steps[:2], values[:2]) is None
+    history = [{"step": s, "dev_error": v, "test_error": v} for s, v in zip(steps, values)] + [{"epoch": 3}]
+    store = ResultsStore(tmp_path)
+    for fold in (0, 1):
+        store.add_run({"run_id": f"r{fold}", "method": "erm", "dataset": "subj", "model": "kim-cnn", "seed": 0,
+                       "test_error": 10.0, "history": history},
+                      {"data_kwargs": {"fold": fold}, "method_kwargs": {}, "protocol": "p"})
+    curves = step_curves(store.runs())
+    assert set(curves["subj"]) == {"erm s0 fold 0", "erm s0 fold 1"} and curves["subj"]["erm s0 fold 1"][0] == steps
+    assert main(["report", "--out", str(tmp_path), "--curves", str(tmp_path / "c.png")]) == 0
+    out = capsys.readouterr().out
+    assert "levelled off at step 700" in out and (tmp_path / "c.png").exists()  # window 5, 1 point
+
+
+def test_amp_reproductions_resolve_on_every_dataset():
+    from mixlab.protocols import PROTOCOLS
+    from mixlab.reproduce import REPRODUCTIONS, method_unavailable, paper_cell, paper_numbers
+
+    numbers = paper_numbers()
+    cnn, rnn = REPRODUCTIONS["amp-table2"].tables
+    assert [c.label for c in cnn.columns] == ["TREC", "SST-1", "SST-2", "SUBJ", "MR"]
+    for t in (cnn, rnn):
+        for c in t.columns:
+            assert c.protocol in PROTOCOLS and (c.quick is None or c.quick in PROTOCOLS)
+        for r in t.rows:
+            assert method_unavailable(r.method, r.kwargs) is None, r.label
+            assert (paper_cell(numbers, t, r, t.columns[3]) is None) == ("shared dropout" in r.label)
+    assert paper_cell(numbers, cnn, cnn.rows[5], cnn.columns[3]) == (9.2, 0.68)  # CNN_rand Word(our), SUBJ
+    assert {c.quick for c in cnn.columns} == {f"amp-{d}-cnn-quick" for d in ("trec", "sst1", "sst2", "subj", "mr")}
+    assert all(PROTOCOLS[f"amp-{d}-cnn-quick"].cv_folds == 10 for d in ("subj", "mr"))
+    assert all(PROTOCOLS[f"amp-{d}-cnn"].config["data_kwargs"] == {} for d in ("sst1", "sst2"))  # official dev
+    (t4,) = REPRODUCTIONS["amp-table4"].tables
+    assert [r.kwargs for r in t4.rows if "MaxOp" in r.label] == [{"min_op": False}] * 2

@@ -29,7 +29,7 @@ from .checks import positive_int
 from .registry import Registry
 from .results import ResultsStore, describe_diverged
 from .protocols import lowres_protocol
-from .results.store import mean_std
+from .results.store import format_options, mean_std
 
 
 # ------------------------------------------------------------------------------------------------ specs
@@ -176,6 +176,8 @@ class Cell:
     seeds: list = field(default_factory=list)
     run_seconds: dict = field(default_factory=dict)  # run id -> training seconds
     diverged: list = field(default_factory=list)  # diverged_runs() entries: no value, listed in a footnote
+    trials: list = field(default_factory=list)  # per seed, its run ids (one per fold on a cross-validated protocol)
+    options: dict = field(default_factory=dict)  # the method options its runs train with (row's + protocol's)
 
 
 def resolve(row: Row, col: Column, quick: bool, data_dir: str | None, trials: int | None,
@@ -237,9 +239,12 @@ def resolve_all(rep: Reproduction, quick: bool, data_dir: str | None, trials: in
                 if cell.unavailable:
                     continue
                 for seed in cell.seeds:
-                    config = train_config(cell, r, seed, device, threads)
-                    cell.run_ids.append(config.run_id())
-                    jobs.setdefault(config.run_id(), config)
+                    configs = train_configs(cell, r, seed, device, threads)
+                    cell.options = dict(configs[0].method_kwargs)
+                    cell.trials.append([config.run_id() for config in configs])
+                    for config in configs:
+                        cell.run_ids.append(config.run_id())
+                        jobs.setdefault(config.run_id(), config)
     return grid, jobs
 
 
@@ -270,8 +275,7 @@ def dry_run(name: str, out: str | Path = "mixlab-out", quick: bool = False, tria
                     continue
                 counts["available"] += 1
                 done = sum(store.has_run(rid) for rid in cell.run_ids) if store else 0
-                options = train_config(cell, r, cell.seeds[0], device).method_kwargs
-                log(f"{head} on `{cell.protocol}`, options {options or 'none (defaults)'}, seeds "
+                log(f"{head} on `{cell.protocol}`, options {cell.options or 'none (defaults)'}, seeds "
                     f"{cell.seeds[0]}-{cell.seeds[-1]}: available, {done} of {len(cell.run_ids)} runs done"
                     + (f" ({cell.note})" if cell.note else "") + f"; runs {', '.join(cell.run_ids)}")
     log(f"\n{counts['cells']} cells: {counts['available']} available, {counts['documented']} unavailable for a "
@@ -280,7 +284,8 @@ def dry_run(name: str, out: str | Path = "mixlab-out", quick: bool = False, tria
     return counts
 
 
-def train_config(cell: Cell, row: Row, seed: int, device: str, threads: int | None = None):
+def train_configs(cell: Cell, row: Row, seed: int, device: str, threads: int | None = None) -> list:
+    """The runs of one trial (one per fold on a cross-validated protocol)."""
     from .protocols import get_protocol
 
     overrides = {"device": device}
@@ -288,7 +293,7 @@ def train_config(cell: Cell, row: Row, seed: int, device: str, threads: int | No
         overrides["threads"] = threads
     if row.kwargs:
         overrides["method_kwargs"] = dict(row.kwargs)
-    return get_protocol(cell.protocol).train_config(row.method, seed, **overrides)
+    return get_protocol(cell.protocol).train_configs(row.method, seed, **overrides)
 
 
 def read_value(spec: str, run: dict, evals: dict[str, dict]) -> float | None:
@@ -359,25 +364,28 @@ def run_reproduction(name: str, out: str | Path = "mixlab-out", quick: bool = Fa
     for t, rows in zip(rep.tables, grid):
         for r, cells in zip(t.rows, rows):
             for c, cell in zip(t.columns, cells):
-                cell.run_ids = [rid for rid in cell.run_ids if rid not in locked]
+                cell.trials = [ids for ids in cell.trials if not set(ids) & locked]  # only whole trials count
+                cell.run_ids = [rid for ids in cell.trials for rid in ids]
                 cell.diverged = [diverged[rid] for rid in cell.run_ids if rid in diverged]
                 kinds = [c.value.split(":")[1]] if c.value.startswith("eval:") else []
-                for rid in cell.run_ids:
-                    if rid in diverged:
+                for ids in cell.trials:
+                    if set(ids) & set(diverged):  # a trial with a diverged run has no number
                         continue
-                    evals = {}
-                    for kind in kinds:
-                        pending = (rid, kind) in todo_evals
-                        t_eval = time.perf_counter()
-                        evals[kind] = run_eval(out, rid, kind, data_dir=data_dir, device=device, **c.eval_options)
-                        if pending:  # one line per evaluation actually run (they can take minutes)
-                            log(f"  [eval {todo_evals.index((rid, kind)) + 1}/{len(todo_evals)}] {kind} on {rid} "
-                                f"({time.perf_counter() - t_eval:.1f} s)")
-                    run = store.get_run(rid)
-                    v = read_value(c.value, run, evals)
-                    if v is not None:
-                        cell.values.append(float(v))
-                    cell.run_seconds[rid] = run.get("train_seconds") or 0.0
+                    values = []
+                    for rid in ids:
+                        evals = {}
+                        for kind in kinds:
+                            pending = (rid, kind) in todo_evals
+                            t_eval = time.perf_counter()
+                            evals[kind] = run_eval(out, rid, kind, data_dir=data_dir, device=device, **c.eval_options)
+                            if pending:  # one line per evaluation actually run (they can take minutes)
+                                log(f"  [eval {todo_evals.index((rid, kind)) + 1}/{len(todo_evals)}] {kind} on {rid} "
+                                    f"({time.perf_counter() - t_eval:.1f} s)")
+                        run = store.get_run(rid)
+                        values.append(read_value(c.value, run, evals))
+                        cell.run_seconds[rid] = run.get("train_seconds") or 0.0
+                    if values and None not in values:  # a trial's number: the mean over its folds
+                        cell.values.append(sum(float(v) for v in values) / len(values))
     wall = time.perf_counter() - t0
     trained = len(todo) - len(locked)
     log_invocation(out, {"name": name, "quick": quick, "trials": trials, "command": command, "started": started,
@@ -493,7 +501,13 @@ def write_report(rep: Reproduction, grid, quick: bool, report_dir: Path, out, wa
         best = [(min if lower[j] else max)((sum(rows[i][j].values) / len(rows[i][j].values) for i in range(len(t.rows))
                                             if rows[i][j].values), default=None) for j in range(len(t.columns))]
         for r, cells in zip(t.rows, rows):
-            out_cells = [f"{r.label} (`{r.method}`" + (f" {r.kwargs}" if r.kwargs else "") + ")"]
+            # the options the runs were trained with (the row's and the protocol's): in the row when the same in
+            # every column, else as a footnote per cell
+            ran = [cell for cell in cells if not cell.unavailable]
+            common = {format_options(cell.options) for cell in ran}
+            shared = None if len(common) > 1 else (common.pop() if common else format_options(r.kwargs))
+            shown = format_options(r.kwargs) if shared is None else shared
+            out_cells = [f"{r.label} (`{r.method}`" + (f" {shown}" if shown else "") + ")"]
             rjson = {"label": r.label, "method": r.method, "kwargs": r.kwargs, "cells": []}
             for j, (c, cell) in enumerate(zip(t.columns, cells)):
                 if has_paper:
@@ -516,13 +530,17 @@ def write_report(rep: Reproduction, grid, quick: bool, report_dir: Path, out, wa
                            + "; ".join(describe_diverged(d) for d in cell.diverged))
                     footnotes.append(why)
                     out_cells[-1] += f" [{len(footnotes)}]"
-                if cell.note:
-                    if cell.note not in footnotes:
-                        footnotes.append(cell.note)
-                    out_cells[-1] += f" [{footnotes.index(cell.note) + 1}]"
+                notes = [cell.note] if cell.note else []
+                if shared is None and not cell.unavailable:
+                    notes.append(f"method options: {format_options(cell.options) or 'none'}")
+                for note in notes:
+                    if note not in footnotes:
+                        footnotes.append(note)
+                    out_cells[-1] += f" [{footnotes.index(note) + 1}]"
                 run_seconds.update(cell.run_seconds)
                 rjson["cells"].append({"column": c.label, "protocol": cell.protocol, "unavailable": cell.unavailable,
-                                       "note": cell.note, "values": cell.values, "run_ids": cell.run_ids,
+                                       "note": cell.note, "method_options": cell.options, "values": cell.values,
+                                       "run_ids": cell.run_ids,
                                        "paper": paper_cell(numbers, t, r, c) if has_paper else None})
             lines.append("| " + " | ".join(out_cells) + " |")
             tjson["rows"].append(rjson)
@@ -550,6 +568,13 @@ def write_report(rep: Reproduction, grid, quick: bool, report_dir: Path, out, wa
                      f"source: {p.source or '–'}." + (f" Scaled: {p.scaling}." if p.scaling else ""))
         cfg = {k: v for k, v in p.config.items()}
         lines.append(f"  settings: `{json.dumps(cfg, default=str)}`")
+        if p.cv_folds:
+            k = p.folds_per_trial or p.cv_folds
+            lines.append(f"  {p.cv_folds}-fold cross-validation: a trial's number is the mean over its {k} fold "
+                         f"run{'s' if k > 1 else ''} (trial s: folds s*{k} .. s*{k}+{k - 1} mod {p.cv_folds})")
+        if p.method_kwargs:
+            lines.append("  method options of this protocol: " + "; ".join(
+                f"`{m}`: {format_options(o)}" for m, o in p.method_kwargs.items()))
     path = report_dir / "report.md"
     path.write_text("\n".join(lines) + "\n")
     (report_dir / "results.json").write_text(json.dumps(results, indent=1, default=str))
@@ -664,7 +689,7 @@ register(Reproduction(
         Column("F-MNIST(full)", "automix-fmnist-full", None, _FULL_WHY),
         Column("F-MNIST(sub)", "automix-fmnist-sub", "automix-fmnist-sub-quick")), "automix-table4"),),
     notes="With --quick the sub columns use the CPU-sized protocols (see Protocols: a x0.25-width network "
-          "without dropout, 2,000 test images), so our errors are not expected to reach the paper's; the ranking of "
+          "without dropout), so our errors are not expected to reach the paper's; the ranking of "
           "methods is what the quick run can show."))
 
 _CIFAR_WHY = "ResNet-18 on CIFAR-10 for 200 epochs is GPU work (days on 2 CPU cores)"
@@ -775,6 +800,37 @@ register(Reproduction(
           "paper's ResNet-18 CIFAR-10 protocol. Without CIFAR-10 under the data root the column runs on "
           "Fashion-MNIST (sub) instead and says so."))
 
+_TM = "transformmix"
+_TM_WRN_WHY = "WRN-28-10 on CIFAR-100 for 400 epochs is GPU work (and CIFAR-100 must be under the data root)"
+register(Reproduction(
+    "transformmix-table4", "TransformMix paper, Table 4: ablations of the mixing module (accuracy %)",
+    (Table("Table 4: top-1 accuracy % (higher is better)", (
+        Row("Simple", "erm"), Row("Mixup", "mixup"),
+        Row("softmax+CAM", _TM, {"ablation": "softmax-cam"}),
+        Row("w/ STN only", _TM, {"ablation": "stn-only"}),
+        Row("w/ MPN only", _TM, {"ablation": "mpn-only"}),
+        Row("TransformMix", _TM)),
+        (Column("CIFAR-10", "automix-cifar10-full", "cifar10-quick", value="accuracy", **_CIFAR_QUICK_NOTE),
+         Column("CIFAR-100", "transformmix-cifar100-wrn", None, _TM_WRN_WHY, value="accuracy")),
+        "transformmix-table4", lower_is_better=False),),
+    notes="Rows are `transformmix` with its `ablation` option: `softmax-cam` (masks = softmax over the teacher's "
+          "CAMs and log lambda, no learned network), `stn-only` (the spatial transformer with those masks), "
+          "`mpn-only` (the mask prediction network, identity transforms). The paper's CIFAR-10 ResNet-18 schedule "
+          "is not given; the full CIFAR-10 column uses the AutoMix paper's ResNet-18 protocol. Without CIFAR-10 "
+          "under the data root the quick column runs on Fashion-MNIST (sub) instead and says so."))
+
+register(Reproduction(
+    "transformmix-table7", "TransformMix paper, Table 7: mixing k = 3 images against k = 2 (accuracy %)",
+    (Table("Mixing 2 and 3 images: top-1 accuracy % (higher is better), on CIFAR-10 in place of Tiny-ImageNet",
+           (Row("Simple", "erm"), Row("Mixup", "mixup"), Row("Cutmix", "cutmix"), Row("Co-Mixup", "comixup"),
+            Row("Ours (k=2)", _TM), Row("Ours (k=3)", _TM, {"k": 3})),
+           (Column("CIFAR-10", "automix-cifar10-full", "cifar10-quick", value="accuracy", **_CIFAR_QUICK_NOTE),),
+           None, lower_is_better=False,
+           note="The paper's Table 7 is on Tiny-ImageNet (PreActResNet-18, 1,200 epochs), which this build does not "
+                "load; the rows run on CIFAR-10 instead (the paper's numbers are shown below for context, not cell "
+                "by cell). k = 3: Dirichlet(1) weights over three images, a mixing module searched for k = 3."),),
+    paper_only=("transformmix-table7",)))
+
 _GLOVE_WHY = ("needs the 300-d GloVe word vectors (glove.840B.300d), which mixlab neither stages nor loads (no issue "
               "plans them); the _rand rows run the same models with random embeddings")
 _BERT_QUICK_WHY = ("fine-tuning the pre-trained encoder (MiniLM for BERT-base) for 8,000 steps per run is GPU work; "
@@ -797,6 +853,53 @@ register(Reproduction(
     notes="Each row names its protocol (model and embeddings) and method by registry name. BERT_base: MiniLM "
           "(all-MiniLM-L6-v2) stands in for BERT-base on the whole TREC training set, the protocol of Table 3's "
           "100 % row (the paper's Table 2 BERT row and Table 3 100 % row print the same numbers)."))
+
+_T2_DATASETS = (("TREC", "trec"), ("SST-1", "sst1"), ("SST-2", "sst2"), ("SUBJ", "subj"), ("MR", "mr"))
+_SHARED = {"shared_dropout": True}
+
+
+def _t2_rows(model: str) -> tuple[Row, ...]:
+    """Table 2's rows of one backbone, plus AMP with shared dropout masks (ours: no paper number)."""
+    rows = []
+    for label, method in _AMP_METHODS:
+        rows.append(Row(label, method, paper=f"{model} {label}"))
+        if method.startswith("amp+"):
+            rows.append(Row(f"{label}, shared dropout", method, _SHARED))
+    return tuple(rows)
+
+
+def _t2_cols(tag: str, quick: bool, why: str = "") -> tuple[Column, ...]:
+    return tuple(Column(label, f"amp-{ds}-{tag}", f"amp-{ds}-{tag}-quick" if quick else None, why)
+                 for label, ds in _T2_DATASETS)
+
+
+register(Reproduction(
+    "amp-table2", "AMP paper, Table 2: five datasets, CNN-rand and RNN-rand (error %)",
+    (Table("Table 2, CNN_rand (Kim CNN, random embeddings): test error %", _t2_rows("CNN_rand"), _t2_cols("cnn", True),
+           "amp-table2"),
+     Table("Table 2, RNN_rand (BiLSTM with attention, random embeddings): test error %", _t2_rows("RNN_rand"),
+           _t2_cols("rnn", False, "the BiLSTM takes about 10x Kim CNN's step time on a CPU (the TREC RNN rows: "
+                                  "`amp-table2-trec --quick`)"), "amp-table2")),
+    notes="Final-step test error, mean ± std over trials (seeds). SUBJ and MR: 10-fold cross-validation, each trial's "
+          "number the mean over its folds (the quick protocols: one fold per trial, trial s on fold s, so their "
+          "spread includes the folds'). Rows `, shared dropout`: AMP whose two forward passes draw the same dropout "
+          "masks (`shared_dropout=true`), so that its max step acts through lambda alone; not in the paper. "
+          "The paper's GloVe and BERT rows need embeddings or weights this build does not ship (MiniLM stands in "
+          "for BERT in Table 3 only)."))
+
+register(Reproduction(
+    "amp-table4", "AMP paper, Table 4: ablation of MaxOp and MinOp on TREC (error %), with Kim CNN-rand",
+    (Table("Table 4 on TREC with CNN_rand: test error %", (
+        Row("Baseline", "erm"),
+        Row("Word +RandOp", "wordmixup"), Row("Word +MaxOp", "amp+wordmixup", {"min_op": False}),
+        Row("Word AMP", "amp+wordmixup"),
+        Row("Sent +RandOp", "sentmixup"), Row("Sent +MaxOp", "amp+sentmixup", {"min_op": False}),
+        Row("Sent AMP", "amp+sentmixup")),
+        (Column("TREC", "amp-trec-cnn", "amp-trec-cnn-quick"),), None),),
+    notes="+MaxOp: `min_op=false`, AMP's step on lambda with the re-mixed sample's loss for every sample (no "
+          "comparison with the first loss). The paper's ablation uses CNN_glove and BERT_base, which this build does "
+          "not have: its numbers are shown below for context, not cell by cell.",
+    paper_only=("amp-table4",)))
 
 _AMP_LOW = (3, 4, 5, 10, 15, 20, 40, 80, 100)
 _AMP_LOW_LABELS = ("3% (160)", "4% (215)", "5% (270)", "10% (543)", "15% (815)", "20% (1089)", "40% (2179)",

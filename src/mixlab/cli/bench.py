@@ -33,7 +33,8 @@ def format_table(rows: list[dict], baseline: str | None = "erm") -> str:
     for r in rows:
         delta = f"{r['mean_error'] - base['mean_error']:+.2f}" if base else ""
         lines.append(f"{r['method']:<22}{format_mean_std(r['mean_error'], r['std_error'], r['trials'], 24)}"
-                     f"{r['trials']:>8}{delta:>10}{r['train_seconds']:>9.1f}")
+                     f"{r['trials']:>8}{delta:>10}{r['train_seconds']:>9.1f}"
+                     + (f"  options: {r['options']}" if r.get("options") else ""))
     return "\n".join(lines)
 
 
@@ -70,33 +71,40 @@ def run_protocol(protocol, methods, trials, out, data_dir=None, device="cpu", pr
     ``overrides`` replace protocol fields; its ``method_kwargs`` are added to every method's options."""
     from ..checks import positive_int
     from ..results import ResultsStore, describe_diverged, diverged_runs, summarize
+    from ..results.store import combine_folds
     from ..train import make_trainer, run_unless_locked
 
     positive_int("trials", trials)
     # every config first: a bad option of any method is refused before anything is trained
-    configs = [(method, seed, protocol.train_config(method, seed, device=device, **(overrides or {})))
+    configs = [(method, seed, protocol.train_configs(method, seed, device=device, **(overrides or {})))
                for method in methods for seed in range(trials)]
     store = ResultsStore(out)
-    run_ids = []
-    for method, seed, config in configs:
-        trainer = make_trainer(config, out=out, data_dir=data_dir, progress=progress)
-        run_ids.append(trainer.run_id)
-        label = f"  {method} seed {seed}"
-        if store.has_run(trainer.run_id):
-            log(f"{label}: done already ({trainer.run_id})")
-            continue
-        result = run_unless_locked(trainer, log, label)
-        if result is None:  # another bench on the same --out is training it right now
-            run_ids.pop()
-            continue
-        log(f"{label}: " + (f"DIVERGED at epoch {result['diverged_epoch']}, step {result['diverged_step']} "
-                            f"(no test error)" if result["status"] == "diverged"
-                            else f"test error {result['test_error']:.2f}%")
-            + f" ({result['train_seconds']:.1f} s)")
-    runs = [store.get_run(r) for r in run_ids]
-    diverged = diverged_runs(runs)
+    trials_done = []  # per (method, seed): its run ids (one per fold on a cross-validated protocol)
+    for method, seed, trial in configs:
+        run_ids = []
+        for config in trial:
+            trainer = make_trainer(config, out=out, data_dir=data_dir, progress=progress)
+            fold = config.data_kwargs.get("fold") if protocol.cv_folds else None
+            label = f"  {method} seed {seed}" + (f" fold {fold}" if fold is not None else "")
+            if store.has_run(trainer.run_id):
+                log(f"{label}: done already ({trainer.run_id})")
+                run_ids.append(trainer.run_id)
+                continue
+            result = run_unless_locked(trainer, log, label)
+            if result is None:  # another bench on the same --out is training it right now
+                break
+            run_ids.append(trainer.run_id)
+            log(f"{label}: " + (f"DIVERGED at epoch {result['diverged_epoch']}, step {result['diverged_step']} "
+                                f"(no test error)" if result["status"] == "diverged"
+                                else f"test error {result['test_error']:.2f}%")
+                + f" ({result['train_seconds']:.1f} s)")
+        else:  # every run of the trial finished: the trial counts (the mean over its folds)
+            trials_done.append(run_ids)
+    diverged = diverged_runs([store.get_run(r) for ids in trials_done for r in ids])
     for d in diverged:
         log(f"  {describe_diverged(d)}: left out of the table")
+    bad = {d["run_id"] for d in diverged}  # a trial with a diverged fold has no number
+    runs = [combine_folds([store.get_run(r) for r in ids]) for ids in trials_done if not bad & set(ids)]
     rows = summarize(runs, keys=("method",))
     for key, _ in EXTRA_METRICS:  # e.g. text protocols: dev-selected and best-step errors, from the metrics JSON
         extra = {r["method"]: r for r in summarize([{**r["metrics"], "method": r["method"]} for r in runs],
@@ -152,6 +160,10 @@ def run(args) -> int:
         print(f"scaled: {protocol.scaling}")
     print(format_settings(protocol, protocol.train_config(methods[0], 0, device=args.device, **overrides), trials,
                           overrides))
+    if protocol.cv_folds:
+        print(f"{protocol.cv_folds}-fold cross-validation: each trial is the mean over its "
+              f"{protocol.folds_per_trial or protocol.cv_folds} fold run(s) (trial s: folds {protocol.trial_folds(0)} "
+              f"for s = 0, then the next)")
     t0 = time.perf_counter()
     rows, diverged = run_protocol(protocol, methods, trials, args.out, args.data_dir, args.device,
                                   False if args.no_progress else None, overrides)
@@ -172,7 +184,7 @@ def run(args) -> int:
     if args.json:
         print_json({"protocol": protocol.name, "trials": trials, "wall_seconds": wall,
                     "methods": {r["method"]: {k: r[k] for k in ("mean_error", "std_error", "errors", "trials",
-                                                                "seeds", *dict(EXTRA_METRICS)) if k in r}
+                                                                "seeds", "options", *dict(EXTRA_METRICS)) if k in r}
                                 for r in rows},
                     "diverged": diverged})
     return EXIT_DIVERGED if diverged else 0

@@ -31,6 +31,14 @@ def summary(metrics: dict) -> str:
     if "sets" in metrics:
         parts += [f"{name}: AUROC {r['auroc']:.1f} AUPR-In {r['aupr_in']:.1f} AUPR-Out {r['aupr_out']:.1f}"
                   for name, r in metrics["sets"].items()]
+    from ..eval.amp import SETTINGS
+
+    for label, _, _ in SETTINGS:
+        if label in metrics:
+            m = metrics[label]
+            parts.append(f"{label}: |lam'-lam| {m['lambda_step']:.2e}, median |L'-L| {m['median_loss_gap']:.2e}, "
+                         f"second pass kept {100 * m['second_pass_kept']:.1f}% (of the samples whose loss moved: "
+                         f"{100 * m['kept_among_moved']:.1f}%)")
     if "figure" in metrics:
         parts.append(f"figure {metrics['figure']}")
     return "; ".join(parts)

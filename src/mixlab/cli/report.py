@@ -10,6 +10,9 @@ def add_parser(sub) -> None:
     p.add_argument("--protocol", default=None)
     p.add_argument("--dataset", default=None)
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument("--curves", default=None, metavar="PNG",
+                   help="also plot the dev-error learning curves of the selected text runs (one panel per dataset) "
+                        "and print where each levelled off")
     p.set_defaults(func=run)
 
 
@@ -24,6 +27,8 @@ def run(args) -> int:
     where = {k: v for k, v in (("protocol", args.protocol), ("dataset", args.dataset)) if v}
     runs = ResultsStore(args.out).runs(**where)
     rows, diverged = summarize(runs), diverged_runs(runs)
+    if args.curves:
+        plot_curves(runs, args.curves)
     if args.json:  # one entry per configuration (status "ok"), then one per diverged run (status "diverged")
         print_json([{"status": "ok", **r} for r in rows] + diverged)
         return 0
@@ -33,9 +38,26 @@ def run(args) -> int:
     for r in rows:
         print(f"{str(r['protocol']):<26}{r['dataset']:<15}{r['model']:<16}{r['method']:<20}{r['evaluated_on']:<24}"
               f"{format_mean_std(r['mean_error'], r['std_error'], r['trials'], 24)}{r['trials']:>4}"
+              + (f"   options: {r['options']}" if r["options"] else "")
               + (f"   [{r['variant']}]" if r["variant"] else ""))
     if diverged:
         print(f"\ndiverged (non-finite training loss; no error, not averaged above): {len(diverged)} run(s)")
         for d in diverged:
             print(f"  {d['protocol']} {d['dataset']} {d['model']}: {describe_diverged(d)}")
     return 0
+
+
+def plot_curves(runs: list[dict], path: str) -> None:
+    from ..results.store import levelled_off, step_curves
+    from ..viz import two_panel_plot
+
+    curves = step_curves(runs)
+    if not curves:
+        raise ValueError("no selected run has periodic dev evaluations (text runs with --eval-steps and a dev split)")
+    for dataset, series in curves.items():
+        for label, (steps, values) in series.items():
+            at = levelled_off(steps, values)
+            print(f"{dataset:<10}{label:<28} dev error {values[-1]:6.2f}% at step {steps[-1]}; levelled off at step "
+                  f"{at} (5-evaluation moving average within 1 point of its lowest)")
+    panels = [(series, "dev error %", dataset) for dataset, series in curves.items()]
+    print(f"curves: {two_panel_plot(panels, path, 'step', 'dev error during training')}")

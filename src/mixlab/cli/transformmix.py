@@ -41,6 +41,10 @@ def add_parser(sub) -> None:
     m.add_argument("--alpha", type=positive_float, default=1.0, help="Dirichlet concentration")
     m.add_argument("--ablation", default="none", choices=["none", "stn-only", "mpn-only", "softmax-cam"])
     m.add_argument("--image-size", type=positive_int, default=None, help="module input size (default: the data's)")
+    m.add_argument("--mask-layers", type=positive_int, default=None,
+                   help="mask network conv layers (paper 3; Fig. 7a: 2-4)")
+    m.add_argument("--mask-channels", type=positive_int, default=None, help="their channels (paper 32; Fig. 7b: 8-64)")
+    m.add_argument("--mask-kernel", type=positive_int, default=None, help="their kernel size (paper 3; Fig. 7c: 3, 5, 7)")
     m.add_argument("--epochs", type=positive_int, default=100)
     m.add_argument("--lr", type=positive_float, default=5e-4)
     m.add_argument("--weight-decay", type=nonneg_float, default=0.01)
@@ -74,6 +78,9 @@ def search_config(args):
                      "search_batch_size": args.batch_size}
     if args.teacher_temperature is not None:
         method_kwargs["teacher_temperature"] = args.teacher_temperature
+    for name in ("mask_layers", "mask_channels", "mask_kernel"):
+        if getattr(args, name) is not None:
+            method_kwargs[name] = getattr(args, name)
     for name in ("lambda_prior", "zero_mask_head"):
         if getattr(args, name) is not None:
             method_kwargs[name] = getattr(args, name) == "true"

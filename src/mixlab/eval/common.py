@@ -73,6 +73,7 @@ EVALS: dict[str, str] = {
     "noise": "mixlab.eval.noise:run_noise",
     "ood": "mixlab.eval.ood:run_ood",
     "align-uniform": "mixlab.eval.embedding:run_align_uniform",
+    "amp-step": "mixlab.eval.amp:run_amp_step",
 }
 
 

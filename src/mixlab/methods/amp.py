@@ -13,7 +13,21 @@ differentiably: WordMixup, SentMixup, image Mixup, Manifold Mixup (registry ``am
    mean. Gradients reach the encoder through both forward passes: through the first for samples whose first
    loss is kept, through the second for the others.
 
-Option ``reweight`` (the code's undocumented extra, off by default): weight each sample by
+Options:
+
+* ``shared_dropout`` (new; off by default, as the code): both forward passes draw the same dropout masks above the
+  mixing point (the dropout RNG of the batch's device is saved before the first pass and restored before the
+  second), so that ``L' - L`` is the effect of ``lam' - lam`` alone. Without it the two passes draw independent
+  masks (Kim CNN: dropout 0.5 before the classifier), and since ``lam' - lam = epsilon * dmean(L)/dlam`` is about
+  1e-5 at epsilon 0.002 (the gradient of the batch *mean*, so 1/B of a sample's own), the dropout noise dwarfs the
+  lambda step: MinOp then keeps, per sample, the worse of two dropout draws (about half the samples), not the
+  adversarial lambda. What the paper's effect rests on is therefore (a) the step being large enough for the loss to
+  move with lambda, and (b) with dropout after the mixing point, MinOp's selection among dropout draws, which is a
+  different regulariser; ``shared_dropout=True`` removes (b). ``mixlab eval amp-step --run ID`` measures both
+  settings on a trained run.
+* ``min_op`` (default True): Table 4's ablation. ``min_op=False`` is the "+MaxOp" row: train on ``L'`` (Eq. 20)
+  for every sample, without MinOp's comparison with ``L`` (Eq. 19, 21); "+RandOp" is the plain mixer.
+* ``reweight`` (the code's undocumented extra, off by default): weight each sample by
 ``1 + (d - m) / s`` where ``d = L' - L`` exceeds ``m``; ``m``, ``s`` are the mean and std of the positive gaps
 over the last ``moving_avg`` batches (kept as running sums, so no host sync; not in checkpoints).
 
@@ -45,6 +59,8 @@ class AMP(Method):
             ``"manifold"``) or a method instance with AMP hooks.
         epsilon: step size on lambda (0.002 in every experiment of the paper).
         per_sample: draw one lambda per sample (the paper; a 0-d draw of the inner mixer is replaced).
+        shared_dropout: run both passes with the same dropout masks (see the module docstring; off: the code).
+        min_op: keep the larger of ``L``, ``L'`` per sample (AMP); False: always ``L'`` (Table 4's "+MaxOp").
         reweight: the code's moving-average re-weighting of samples with positive loss gaps.
         moving_avg: batches in that moving average (5 in the code).
         loss: ``"ce"`` (soft CE, the engine's loss) or ``"bce-softmax"`` (the code's BCE of softmax outputs).
@@ -52,8 +68,8 @@ class AMP(Method):
     """
 
     def __init__(self, inner: str | Method = "mixup", epsilon: float = 0.002, per_sample: bool = True,
-                 reweight: bool = False, moving_avg: int = 5, loss: str = "ce", num_classes=None, seed=0,
-                 check_inputs=True, **inner_kwargs):
+                 reweight: bool = False, moving_avg: int = 5, loss: str = "ce", shared_dropout: bool = False,
+                 min_op: bool = True, num_classes=None, seed=0, check_inputs=True, **inner_kwargs):
         super().__init__(num_classes, seed, check_inputs)
         if isinstance(inner, str):
             from ..registry import METHODS
@@ -81,6 +97,8 @@ class AMP(Method):
         self.moving_avg = int(moving_avg)
         self.loss = loss
         pick_loss(loss, None)
+        self.shared_dropout = bool(shared_dropout)
+        self.min_op = bool(min_op)
         self._gaps: deque = deque(maxlen=self.moving_avg)  # (sum, sum of squares, count) of positive gaps
         self.last_step: dict | None = None
 
@@ -122,16 +140,22 @@ class AMP(Method):
         lam, perm, forward = self.draw(model, x, targets)
         # Max: gradient of the batch-mean loss w.r.t. the input side's lambda (Eq. 16)
         lam_in = lam.clone().requires_grad_(True)
+        rng = DropoutRNG(x.device) if self.shared_dropout else None
         logits, t_mix = forward(lam_in)
         loss_pre = loss_fn(logits, t_mix, reduction="none")  # L, per sample
-        (grad,) = torch.autograd.grad(loss_pre.mean(), lam_in, retain_graph=True)
+        (grad,) = torch.autograd.grad(loss_pre.mean(), lam_in, retain_graph=self.min_op)
         lam_adv = (lam + self.epsilon * grad).detach()  # Eq. 15
+        if rng is not None:
+            rng.restore()  # the second pass draws the first pass's dropout masks
         logits_adv, _ = forward(lam_adv)  # Eq. 20: input side re-mixed, label side unchanged
         loss_cur = loss_fn(logits_adv, t_mix, reduction="none")  # L'
-        # Min: per sample the larger loss (Eq. 19, 21)
         gap = (loss_cur - loss_pre).detach()
-        mask = (gap > 0).to(loss_cur.dtype)
-        loss = loss_cur * mask + loss_pre * (1 - mask)
+        if self.min_op:  # Min: per sample the larger loss (Eq. 19, 21)
+            mask = (gap > 0).to(loss_cur.dtype)
+            loss = loss_cur * mask + loss_pre * (1 - mask)
+        else:  # Table 4's "+MaxOp": the re-mixed sample's loss only
+            mask = torch.ones_like(loss_cur)
+            loss = loss_cur
         if self.reweight:
             loss = loss * self.weights(gap)
         self.last = MixInfo(lam.detach(), perm)  # stays on the device: no host sync per step
@@ -151,7 +175,31 @@ class AMP(Method):
         return (1 + z * (gap > m).to(gap.dtype)).detach()
 
     def extra_repr(self) -> str:
-        return f"epsilon={self.epsilon}, per_sample={self.per_sample}, reweight={self.reweight}, loss={self.loss!r}"
+        return (f"epsilon={self.epsilon}, per_sample={self.per_sample}, reweight={self.reweight}, loss={self.loss!r}, "
+                f"shared_dropout={self.shared_dropout}, min_op={self.min_op}")
+
+
+class DropoutRNG:
+    """The default RNG state that dropout on ``device`` draws from, saved at construction; ``restore()`` puts it
+    back, so that the next forward pass draws the same dropout masks (CPU, CUDA, or any device module with
+    ``get_rng_state`` / ``set_rng_state``)."""
+
+    def __init__(self, device: torch.device):
+        device = torch.device(device)
+        if device.type == "cpu":
+            self._set = torch.set_rng_state
+            self.state = torch.get_rng_state()
+        elif device.type == "cuda":
+            index = device.index if device.index is not None else torch.cuda.current_device()
+            self._set = lambda s: torch.cuda.set_rng_state(s, index)
+            self.state = torch.cuda.get_rng_state(index)
+        else:
+            module = torch.get_device_module(device.type)
+            self._set = module.set_rng_state
+            self.state = module.get_rng_state()
+
+    def restore(self) -> None:
+        self._set(self.state)
 
 
 def amp_wordmixup(**kwargs) -> AMP:

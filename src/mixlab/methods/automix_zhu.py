@@ -14,7 +14,10 @@ Choices the paper leaves open (stated here, options where cheap):
 
 * Widths 16-32-64-128-128, DoubleConv = 2 x (conv3x3, BN, LeakyReLU 0.2), SE reduction 16 (SPEC, from a probable
   author repository). The deepest pair is fused by a DoubleConv; the decoder mirrors the encoder (bilinear
-  up-sampling to the skip's size, concat, DoubleConv); a 1x1 conv and a sigmoid give the image in ``[0, 1]``.
+  up-sampling to the skip's size, concat, DoubleConv); a 1x1 conv, then the output mapping of the data's range:
+  a sigmoid for images in ``[0, 1]`` (the paper's), the identity (an affine 1x1 head) for data outside it, such
+  as MIML's standardised bag features (about half negative, range about +-6), which a sigmoid cannot produce.
+  ``output="auto"`` (default) picks it from the training data in ``setup`` (or from the first batch mixed).
   1.87 M parameters (paper: ~1.96 M; the paper does not give the decoder widths).
 * One ``lam`` per sample (the generator takes a per-sample ratio). KL is computed as soft cross-entropy against
   the ``lam``-weighted target (same gradients: they differ by the target's entropy, a constant).
@@ -40,6 +43,7 @@ from torch import Tensor, nn
 from .base import MixInfo, interpolate, multilabel_bce, soft_cross_entropy
 from .learned import PixelSpaceMixer, choose_partners, count_parameters
 
+OUTPUTS = ("sigmoid", "linear")
 LABEL_STRATEGIES = {"lambda": "lambda", "d": "lambda", "first": "first", "a": "first", "half": "half", "b": "half",
                     "multilabel": "multilabel", "c": "multilabel"}
 
@@ -72,12 +76,17 @@ class BarycenterUNet(nn.Module):
         in_channels: image channels (output has the same).
         widths: channels of the five encoder scales.
         se_reduction: SE bottleneck ratio.
-    Shapes: ``x1, x2`` (B, C, H, W) in ``[0, 1]``; ``lam`` (B,) or 0-d; output (B, C, H, W) in ``(0, 1)``.
+        output: ``"sigmoid"`` (images in ``[0, 1]``) or ``"linear"`` (unbounded data, e.g. standardised features).
+    Shapes: ``x1, x2`` (B, C, H, W); ``lam`` (B,) or 0-d; output (B, C, H, W), in ``(0, 1)`` with ``sigmoid``.
     Any ``H, W`` works (down-sampling floors, up-sampling returns to each skip's size).
     """
 
-    def __init__(self, in_channels: int = 3, widths: tuple[int, ...] = (16, 32, 64, 128, 128), se_reduction: int = 16):
+    def __init__(self, in_channels: int = 3, widths: tuple[int, ...] = (16, 32, 64, 128, 128), se_reduction: int = 16,
+                 output: str = "sigmoid"):
         super().__init__()
+        if output not in OUTPUTS:
+            raise ValueError(f"output must be one of {OUTPUTS}, got {output!r}")
+        self.output = output
         widths = tuple(int(w) for w in widths)
         self.in_channels, self.widths = in_channels, widths
         ins = (in_channels,) + widths[:-1]
@@ -112,7 +121,14 @@ class BarycenterUNet(nn.Module):
         for skip, block in zip(reversed(skips[:-1]), reversed(self.decoder)):
             h = F.interpolate(h, size=skip.shape[-2:], mode="bilinear", align_corners=False)
             h = block(torch.cat([h, skip], 1))
-        return torch.sigmoid(self.out(h))
+        out = self.out(h)
+        return torch.sigmoid(out) if self.output == "sigmoid" else out
+
+    def get_extra_state(self) -> dict:  # the output mapping travels with the weights
+        return {"output": self.output}
+
+    def set_extra_state(self, state: dict) -> None:
+        self.output = state["output"]
 
 
 def reconstruction_loss(x1: Tensor, x2: Tensor, x_hat: Tensor, lam: Tensor) -> Tensor:
@@ -134,6 +150,8 @@ class AutoMixZhu(PixelSpaceMixer):
         in_channels: image channels; built by ``setup(trainer)`` when the engine trains it, else needed here
             (or built on first use, which is too late for an optimiser made beforehand).
         widths, se_reduction: generator size (see :class:`BarycenterUNet`).
+        output: the generator's output mapping, ``"sigmoid"``, ``"linear"`` or ``"auto"`` (sigmoid when the
+            training data lie in ``[0, 1]``, else linear; chosen in ``setup`` or on the first batch).
         checkpoint: a ``mixlab train`` checkpoint to load the trained generator from (for ``mixlab show``).
     ``mixer(x, y)`` returns the generated barycenters and their targets; the engine calls ``training_loss``.
     Zhu, Shi, Yan, Zha. AutoMix: Mixup Networks for Sample Interpolation via Cooperative Barycenter Learning.
@@ -145,7 +163,7 @@ class AutoMixZhu(PixelSpaceMixer):
     def __init__(self, recon_weight: float = 1.5, label_strategy: str = "lambda", pairs: str = "random",
                  clean_fraction: float = 0.5, in_channels: int | None = None,
                  widths: tuple[int, ...] = (16, 32, 64, 128, 128), se_reduction: int = 16,
-                 checkpoint: str | None = None, num_classes=None, seed=0, check_inputs=True):
+                 output: str = "auto", checkpoint: str | None = None, num_classes=None, seed=0, check_inputs=True):
         super().__init__(num_classes, seed, check_inputs)
         if label_strategy not in LABEL_STRATEGIES:
             raise ValueError(f"label_strategy must be one of {sorted(LABEL_STRATEGIES)}, got {label_strategy!r}")
@@ -154,6 +172,10 @@ class AutoMixZhu(PixelSpaceMixer):
         if recon_weight < 0:
             raise ValueError(f"recon_weight must be >= 0, got {recon_weight}")
         choose_partners(torch.zeros(2, 1), torch.Generator(), pairs)  # validates the mode
+        if output not in OUTPUTS + ("auto",):
+            raise ValueError(f"output must be one of {OUTPUTS + ('auto',)}, got {output!r}")
+        self.output = output
+        self._output_chosen = output != "auto"
         self.recon_weight = float(recon_weight)
         self.label_strategy = LABEL_STRATEGIES[label_strategy]
         self.pairs = pairs
@@ -167,8 +189,21 @@ class AutoMixZhu(PixelSpaceMixer):
             self.load_checkpoint(checkpoint)
 
     def build(self, in_channels: int) -> BarycenterUNet:
-        self.generator_net = BarycenterUNet(in_channels, self.widths, self.se_reduction)
+        output = "sigmoid" if self.output == "auto" else self.output  # "auto": settled by choose_output
+        self.generator_net = BarycenterUNet(in_channels, self.widths, self.se_reduction, output)
+        self._output_chosen = self.output != "auto"
         return self.generator_net
+
+    def choose_output(self, x01: Tensor) -> str:
+        """Settle ``output="auto"`` from data in pixel space: sigmoid for uint8 images or when every value lies in
+        ``[0, 1]``, else linear (one host sync, once). Returns the generator's output mapping."""
+        if self.generator_net is None:
+            self.build(x01.shape[1]).to(x01.device)
+        if not self._output_chosen:
+            inside = x01.dtype == torch.uint8 or bool(((x01 >= 0) & (x01 <= 1)).all())  # uint8: images
+            self.generator_net.output = "sigmoid" if inside else "linear"
+            self._output_chosen = True
+        return self.generator_net.output
 
     def load_checkpoint(self, path: str) -> None:
         state = torch.load(path, map_location="cpu", weights_only=False)
@@ -176,7 +211,9 @@ class AutoMixZhu(PixelSpaceMixer):
         weight = state.get("generator_net.out.weight")
         if weight is None:
             raise ValueError(f"{path} holds no AutoMix (Zhu) generator (no 'generator_net.*' weights)")
+        state = {"generator_net._extra_state": {"output": "sigmoid"}, **state}  # saved before the option existed
         self.build(weight.shape[0])
+        self._output_chosen = True
         self.load_state_dict(state)
 
     def setup(self, trainer) -> None:
@@ -184,10 +221,12 @@ class AutoMixZhu(PixelSpaceMixer):
         self.set_normalization(trainer.augment.mean, trainer.augment.std)
         if self.generator_net is None:
             self.build(trainer.x_train.shape[1]).to(trainer.device)
+        self.choose_output(trainer.x_train)  # the engine keeps x_train unnormalised: uint8 images or features
         import sys
 
         print(f"automix-zhu: barycenter generator with {count_parameters(self.generator_net) / 1e6:.2f} M "
-              f"parameters (paper: ~1.96 M beside ResNet-18)", file=sys.stderr)
+              f"parameters, {self.generator_net.output} output (paper: ~1.96 M beside ResNet-18, images in "
+              f"[0, 1])", file=sys.stderr)
 
     # ------------------------------------------------------------------------------------------------ pieces
     def sample(self, t: Tensor) -> tuple[Tensor, Tensor]:
@@ -207,8 +246,8 @@ class AutoMixZhu(PixelSpaceMixer):
         return (t + t2).clamp(max=1.0)
 
     def generate(self, x01: Tensor, index: Tensor, lam: Tensor) -> Tensor:
-        if self.generator_net is None:
-            self.build(x01.shape[1]).to(x01.device)
+        if self.generator_net is None or not self._output_chosen:
+            self.choose_output(x01)
         return self.generator_net(x01, x01[index], lam.to(x01.device, non_blocking=True))
 
     # ---------------------------------------------------------------------------------------------- contract
@@ -255,4 +294,4 @@ class AutoMixZhu(PixelSpaceMixer):
 
     def extra_repr(self) -> str:
         return (f"recon_weight={self.recon_weight}, label_strategy={self.label_strategy}, pairs={self.pairs}, "
-                f"clean_fraction={self.clean_fraction}")
+                f"clean_fraction={self.clean_fraction}, output={self.output}")

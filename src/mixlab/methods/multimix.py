@@ -106,11 +106,7 @@ class MultiMix(Method):
         targets = self.loss_targets(x, targets)
         fmap = self.mix_at == "feature-map"
         z_local = model.forward_features(x) if fmap else model.embed(x)  # (b, d) or (b, d, h, w)
-        z, t = z_local, targets
-        if self.global_batch:  # beyond the mini-batch, across processes
-            from ..train.distributed import gather_global
-
-            z, t = gather_global(z_local), gather_global(targets)
+        z, t = self.gathered(z_local, targets)
         lam = self.weights(z.shape[0], z.device).to(z.dtype)  # Lambda (m, n)
         t_mix = lam.t() @ t.to(z.dtype)  # eq. 4
         classify = (lambda f: model.head(model.pool(f))) if fmap else model.head
@@ -134,6 +130,15 @@ class MultiMix(Method):
             return False
         return self.mix_at == "embedding" or bool(getattr(model, "gap_linear_head", False))
 
+    def gathered(self, z: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
+        """With ``global_batch``, ``z`` and ``targets`` of every rank, beyond the mini-batch (``world x b`` rows,
+        gradients routed back to each rank's own rows); else as given."""
+        if not self.global_batch:
+            return z, targets
+        from ..train.distributed import gather_global
+
+        return gather_global(z), gather_global(targets)
+
     def combine(self, loss: Tensor) -> Tensor:
         """The summed mixed + clean loss, or its weighted mean (``mean_loss``)."""
         return loss / (1.0 + self.clean_weight) if self.mean_loss else loss
@@ -150,7 +155,9 @@ class MultiMix(Method):
 class DenseMultiMix(MultiMix):
     """Dense MultiMix: per-position Dirichlet weights re-weighted by CAM attention, per-position loss.
 
-    Args: as :class:`MultiMix`. See the module docstring for the attention and non-GAP heads.
+    Args: as :class:`MultiMix` (``global_batch``: feature maps and targets of every rank are gathered; the
+    attention, ``M^j`` and the mixed positions span the global batch). See the module docstring for the attention
+    and non-GAP heads.
     """
 
     name = "dense-multimix"
@@ -169,22 +176,21 @@ class DenseMultiMix(MultiMix):
 
     def training_loss(self, model, x, targets, loss_fn=soft_cross_entropy):
         targets = self.loss_targets(x, targets)
-        fmap = model.forward_features(x)  # (b, d, h, w)
+        fmap_local = model.forward_features(x)  # (b, d, h, w)
+        fmap, t_all = self.gathered(fmap_local, targets)  # global_batch: (world x b, d, h, w)
         b, r = fmap.shape[0], fmap.shape[2] * fmap.shape[3]
-        t = targets.to(fmap.dtype)
-        m = self.dense_weights(self.attention(model, fmap, targets),
+        t = t_all.to(fmap.dtype)
+        m = self.dense_weights(self.attention(model, fmap, t_all),
                                self.weights(b, fmap.device, (r,)).to(fmap.dtype))  # (r, b, n)
         t_mix = torch.einsum("jik,ic->kjc", m, t)  # eq. 8: (n, r, c)
         if model.gap_linear_head:
             pos = model.position_logits(fmap)  # (b, r, c): the head at each position
             logits = torch.einsum("jik,ijc->kjc", m, pos)  # = head(Z^j M^j), eq. 7, since columns sum to one
             loss = loss_fn(logits.reshape(-1, logits.shape[-1]), t_mix.reshape(-1, t_mix.shape[-1]))
-            clean = model.head(model.pool(fmap))
         else:
             z = fmap.flatten(2)  # (b, d, r)
             z_mix = torch.einsum("jik,idj->kdj", m, z).reshape(-1, *fmap.shape[1:])  # eq. 7 per position
             loss = loss_fn(model.head(model.pool(z_mix)), t_mix.mean(1))
-            clean = model.head(model.pool(fmap))
         if self.clean_weight:
-            loss = loss + self.clean_weight * loss_fn(clean, targets)
+            loss = loss + self.clean_weight * loss_fn(model.head(model.pool(fmap_local)), targets)
         return self.combine(loss)

@@ -65,6 +65,7 @@ from .base import MixInfo, check_alpha, sample_dirichlet, soft_cross_entropy
 from .learned import PixelSpaceMixer, count_parameters
 
 ABLATIONS = ("none", "stn-only", "mpn-only", "softmax-cam")
+MASK_DEFAULTS = {"mask_layers": 3, "mask_channels": 32, "mask_kernel": 3}  # the paper's mask network
 ARTEFACT_FORMAT = "mixlab-transformmix-module/1"
 
 
@@ -339,6 +340,9 @@ class TransformMix(PixelSpaceMixer):
             teacher's predictions on *input-mixup* images of the training set best match their mixed labels.
         lambda_prior: start the mask network from the masks of input mixup (:class:`MixingModule`; default).
         zero_mask_head: zero the mask network's last layer at initialisation (:class:`MixingModule`; default).
+        mask_layers, mask_channels, mask_kernel: the mask prediction network's size (paper: 3 layers of 32
+            channels, 3x3 kernels; its sensitivity study, appendix F / Fig. 7a-c, tries {2, 3, 4}, {8, 16, 32, 64}
+            and {3, 5, 7}).
         image_size: the module's input size when searching (default: the data's).
     Users call ``attach(teacher, module)`` and then ``mixer(x, y)``; ``x`` in [0, 1] unless
     ``set_normalization`` was called.
@@ -352,8 +356,8 @@ class TransformMix(PixelSpaceMixer):
                  teacher_from: str | None = None, teacher_epochs: int | None = None, search_epochs: int = 100,
                  search_lr: float = 5e-4, search_weight_decay: float = 0.01, search_momentum: float = 0.9,
                  search_batch_size: int = 128, teacher_temperature: float | str = "auto", lambda_prior: bool = True,
-                 zero_mask_head: bool = True, image_size: int | None = None, num_classes=None, seed=0,
-                 check_inputs=True):
+                 zero_mask_head: bool = True, mask_layers: int = 3, mask_channels: int = 32, mask_kernel: int = 3,
+                 image_size: int | None = None, num_classes=None, seed=0, check_inputs=True):
         super().__init__(num_classes, seed, check_inputs)
         if int(k) < 2:
             raise ValueError(f"k (images per mixed sample) must be >= 2, got {k}")
@@ -374,6 +378,11 @@ class TransformMix(PixelSpaceMixer):
             self.search["teacher_temperature"] = (teacher_temperature if teacher_temperature == "auto"
                                                   else float(teacher_temperature))
         self.lambda_prior, self.zero_mask_head = bool(lambda_prior), bool(zero_mask_head)
+        self.mask_size = {"mask_layers": int(mask_layers), "mask_channels": int(mask_channels),
+                          "mask_kernel": int(mask_kernel)}
+        if min(self.mask_size.values()) < 1 or self.mask_size["mask_kernel"] % 2 == 0:
+            raise ValueError(f"mask network size must be positive with an odd kernel (the masks keep the image "
+                             f"size), got {self.mask_size}")
         self.image_size = image_size
         self.teacher: nn.Module | None = None
         self.module: MixingModule | None = None
@@ -505,6 +514,7 @@ class TransformMix(PixelSpaceMixer):
                   "ablation": self.ablation, "lambda_prior": self.lambda_prior}
         if self.zero_mask_head:  # left out when off, so earlier search keys stay valid
             config["zero_mask_head"] = True
+        config.update({k: v for k, v in self.mask_size.items() if v != MASK_DEFAULTS[k]})  # likewise at defaults
         return config
 
     # ------------------------------------------------------------------------------------------ engine hook
@@ -579,5 +589,6 @@ class TransformMix(PixelSpaceMixer):
                            title=f"transformmix (module searched on {src}, tau={float(self.module.tau):.2f})")
 
     def extra_repr(self) -> str:
-        return f"k={self.k}, alpha={self.alpha}, ablation={self.ablation}, mixer_from={self.mixer_from}"
+        return (f"k={self.k}, alpha={self.alpha}, ablation={self.ablation}, mixer_from={self.mixer_from}, "
+                + ", ".join(f"{k}={v}" for k, v in self.mask_size.items()))
 

@@ -143,6 +143,34 @@ def _flat(d: dict, prefix: str = "") -> dict:
     return out
 
 
+#: per-run numbers that a cross-validated trial averages over its folds (besides test_error)
+FOLD_MEANS = ("test_error", "dev_selected_test_error", "best_test_error_over_steps")
+
+
+def combine_folds(runs: list[dict]) -> dict:
+    """One trial of a cross-validated protocol: its fold runs (same method and seed) as one run whose
+    ``test_error`` and selected errors are the means over the folds; ``config`` without the fold, ``folds`` and
+    ``fold_errors`` listed, ``train_seconds`` summed. A single run comes back as it is."""
+    if len(runs) == 1:
+        return runs[0]
+    first = runs[0]
+    config = json.loads(json.dumps(first.get("config") or {}))
+    folds = [((r.get("config") or {}).get("data_kwargs") or {}).get("fold") for r in runs]
+    config.get("data_kwargs", {}).pop("fold", None)
+    metrics = dict(first.get("metrics") or {})
+    for key in FOLD_MEANS:
+        values = [(r.get("metrics") or {}).get(key, r.get(key)) for r in runs]
+        metrics[key] = None if any(v is None for v in values) else sum(values) / len(values)
+    return {**first, "run_id": "+".join(r["run_id"] for r in runs), "config": config, "metrics": metrics,
+            "test_error": metrics["test_error"], "folds": folds, "fold_errors": [r.get("test_error") for r in runs],
+            "train_seconds": sum(r.get("train_seconds") or 0 for r in runs)}
+
+
+def format_options(options: dict | None) -> str:
+    """Method options as ``--method-arg`` writes them: ``m=2, mix_at=feature-map, mean_loss=true`` ("" if none)."""
+    return ", ".join(f"{k}={v if isinstance(v, str) else json.dumps(v)}" for k, v in sorted((options or {}).items()))
+
+
 def summarize(runs: list[dict], keys=("protocol", "dataset", "model", "method"), metric: str = "test_error") -> list[dict]:
     """Group runs by ``keys`` and give mean +- std of ``metric`` over seeds, in first-seen order.
 
@@ -150,6 +178,7 @@ def summarize(runs: list[dict], keys=("protocol", "dataset", "model", "method"),
     same store) are never averaged together: each configuration is its own row, and where ``keys`` alone do not
     tell them apart the row's ``variant`` names the differing settings (``""`` otherwise). ``evaluated_on`` says
     whether the runs' error is on the test set or on a validation holdout (``--holdout-per-class``).
+    ``options`` lists the method options the runs were trained with (the protocol's and the user's), always.
     """
     groups: dict[tuple, list[dict]] = {}
     flat: dict[tuple, dict] = {}  # each group's config (seed left out), flattened to "a.b" keys
@@ -172,7 +201,8 @@ def summarize(runs: list[dict], keys=("protocol", "dataset", "model", "method"),
         vals = [m[metric] for m in members]
         mean, std = mean_std(vals)
         holdout = (members[0].get("config") or {}).get("holdout_per_class")
-        rows.append({**dict(zip(keys, key)), "variant": label,
+        options = format_options((members[0].get("config") or {}).get("method_kwargs"))
+        rows.append({**dict(zip(keys, key)), "variant": label, "options": options,
                      "evaluated_on": f"validation ({holdout}/class)" if holdout else "test",
                      "trials": len(vals), "mean_error": mean,
                      "std_error": std, "errors": vals, "seeds": [m["seed"] for m in members],
@@ -196,3 +226,31 @@ def describe_diverged(d: dict) -> str:
     """One line for a diverged run (``diverged_runs`` entry)."""
     return (f"{d['method']} seed {d['seed']} ({d['run_id']}): diverged at epoch {d['diverged_epoch']}, "
             f"step {d['diverged_step']}")
+
+
+def step_curves(runs: list[dict], key: str = "dev_error") -> dict[str, dict[str, tuple[list, list]]]:
+    """Per dataset, per run (``method s<seed>``, with the fold for cross-validated runs): ``(steps, values)`` of
+    ``key`` from the run's periodic evaluations (text runs with ``eval_steps``); runs without them are left out."""
+    out: dict[str, dict[str, tuple[list, list]]] = {}
+    for r in runs:
+        points = [h for h in (r.get("metrics") or {}).get("history", []) if "step" in h and h.get(key) is not None]
+        if not points:
+            continue
+        fold = ((r.get("config") or {}).get("data_kwargs") or {}).get("fold")
+        label = f"{r['method']} s{r['seed']}" + (f" fold {fold}" if fold is not None else "")
+        out.setdefault(r["dataset"], {})[label] = ([h["step"] for h in points], [h[key] for h in points])
+    return out
+
+
+def levelled_off(steps: list, values: list, window: int = 5, tol: float = 1.0):
+    """The first step from which the moving average of ``values`` (over ``window`` evaluations) stays within
+    ``tol`` (points) of its lowest value: where a learning curve has levelled off (None if it never has ``window``
+    points)."""
+    if len(values) < window:
+        return None
+    avg = [sum(values[i - window + 1:i + 1]) / window for i in range(window - 1, len(values))]
+    low = min(avg)
+    first = len(avg) - 1
+    while first > 0 and avg[first - 1] <= low + tol:
+        first -= 1
+    return steps[first + window - 1]
