@@ -161,6 +161,12 @@ def test_python_dataset_in_memory_and_dataloader_streamed(tmp_path):
     out = trainer.run()
     assert trainer.streaming and out["test_size"] == 30 and "streamed" in out["test_set"]
     assert out["run_id"] != result["run_id"]
+    # not images (feature vectors): streamed through a seeded loader of batch_size, any input mixer
+    features = TensorDataset(torch.randn(40, 6), torch.arange(40) % 3)
+    mlp = torch.nn.Sequential(torch.nn.Linear(6, 16), torch.nn.ReLU(), torch.nn.Linear(16, 3))
+    r = mixlab.fit(mlp, features, features, method="mixup", num_classes=3, epochs=2, batch_size=8,
+                   out=str(tmp_path), progress=False)
+    assert r["train_size"] == 40 and r["test_size"] == 40 and "streamed" in r["test_set"]
     with pytest.raises(ValueError, match="num_classes"):
         CustomTrainer(config, model=ViT(), train=DataLoader(TensorDataset(x, y)), test=DataLoader(
             TensorDataset(x, y)), out=tmp_path).run()

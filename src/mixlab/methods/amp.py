@@ -83,6 +83,9 @@ class AMP(Method):
         if not isinstance(inner, (StageMixup, ManifoldMixup)) and not input_hooks:
             raise TypeError(f"AMP needs a mixer whose lambda enters differentiably (wordmixup, sentmixup, mixup, "
                             f"manifold); {type(inner).__name__} has no sample()/apply() or mixed_forward() hooks")
+        if isinstance(inner, InputMixer) and (inner.prob < 1 or inner.label_smoothing or inner.off_epoch is not None):
+            raise ValueError("AMP draws the inner mixer's lambda itself: its prob, label_smoothing and off_epoch "
+                             "would not apply; leave them unset")
         if not float(epsilon) >= 0:
             raise ValueError(f"epsilon must be >= 0, got {epsilon}")
         if int(moving_avg) < 1:
@@ -229,7 +232,10 @@ def _options_of(inner: str) -> Callable[[], dict | None]:
 
         inner_options = METHODS.options(inner)
         own = signature_options(AMP, skip=("inner",), own_only=True)
-        return None if inner_options is None else {**inner_options, **own}
+        if inner_options is None:
+            return None
+        batch_options = InputMixer.forwards_options()  # prob, label_smoothing, off_epoch: AMP draws lambda itself
+        return {**{k: v for k, v in inner_options.items() if k not in batch_options}, **own}
 
     return forwards_options
 

@@ -237,6 +237,14 @@ class InputMixer(Method):
         self.prob, self.label_smoothing = float(prob), float(label_smoothing)
         self.off_epoch = None if off_epoch is None else int(off_epoch)
 
+    @staticmethod
+    def forwards_options() -> dict:
+        """The options a subclass's ``**options`` passes on here (for :func:`mixlab.registry.signature_options`)."""
+        from ..registry import signature_options
+
+        return signature_options(InputMixer.__init__, skip=("self", "num_classes", "seed", "check_inputs"),
+                                 own_only=True)
+
     def forward(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
         self.follow_worker()
         return self.mix_batch(x, self.targets(x, y))

@@ -28,7 +28,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from ..data.images import ImageData
 from ..data.local import channel_stats, images_to_uint8
-from ..methods.base import as_targets
+from ..methods.base import as_targets, soft_cross_entropy
 from ..models.adapter import stage
 from ..registry import DATASETS, METHODS, MODELS
 from .engine import TrainConfig, Trainer, evaluate
@@ -100,7 +100,7 @@ class CustomTrainer(Trainer):
         if model is not None and config.model in MODELS:
             labels["model"] = type(model).__name__
         if train is not None and config.dataset in DATASETS:
-            labels["dataset"] = type(getattr(train, "dataset", train)).__name__
+            labels["dataset"] = _name(train)
         config = dataclasses.replace(config, **labels)
         super().__init__(config, **kwargs)
         parts = []
@@ -153,12 +153,13 @@ class CustomTrainer(Trainer):
         if c.subset_per_class or c.holdout_per_class or c.train_classes or c.test_limit:
             raise ValueError("subset_per_class, holdout_per_class, train_classes and test_limit need data in memory "
                              "(image pairs under max_memory_mb); select the examples in your Dataset instead")
-        self.train_data = self.test_data = None
+        self.train_data = None
+        self.test_data = _Described(f"{_name(self.user_test)}, streamed")
         self.x_train = self.x_test = self.t_train = None
         self.num_classes = self._num_classes()
         self.multilabel = False
         self.augment = _AsGiven()
-        self.loss_fn = self._loss_fn()
+        self.loss_fn = soft_cross_entropy
 
     def _in_memory(self, train: ImageData, test: ImageData | None) -> None:
         """The engine's own data path on in-memory data (subsets, hold-outs, augmentation)."""
@@ -183,13 +184,8 @@ class CustomTrainer(Trainer):
             return int(torch.as_tensor(targets).max()) + 1
         raise ValueError("streamed data: pass num_classes=N (or give the dataset a 'classes' attribute)")
 
-    def _loss_fn(self):
-        from ..methods.base import soft_cross_entropy
-
-        return soft_cross_entropy
-
     def train_size(self) -> int:
-        if getattr(self, "streaming", False):
+        if self.streaming:
             return len(getattr(self.user_train, "dataset", self.user_train))
         return super().train_size()
 
@@ -214,16 +210,14 @@ class CustomTrainer(Trainer):
         data_gen = self.begin_epoch(epoch)
         self.model.train()
         self.method.train()
-        total, steps = torch.zeros((), device=dev), 0
         for batch in self.loader(self.user_train, data_gen, shuffle=True):
             x, y = batch[0].to(dev, non_blocking=True), batch[1].to(dev, non_blocking=True)
             if x.shape[0] < 2:  # a final batch of one cannot be mixed
                 continue
             loss = self.step_loss(self.augment(x), as_targets(y, self.num_classes, torch.float32, False))
             self.optimizer_step(loss)
-            total += loss.detach()
-            steps += 1
-        return total / max(steps, 1)
+            self.record_loss(loss)
+        return self.epoch_loss()
 
     def evaluate(self) -> dict:
         if not self.streaming:
@@ -237,15 +231,21 @@ class CustomTrainer(Trainer):
             for k in sums:
                 sums[k] += (r[k] or 0.0) * len(y)
             n += len(y)
-        self.test_data = _Described(f"{type(getattr(self.user_test, 'dataset', self.user_test)).__name__}: "
-                                    f"{n} examples, streamed")
+        self.test_data.note = f"{_name(self.user_test)}: {n} examples, streamed"
         out = {k: v / max(n, 1) for k, v in sums.items()}
         return {**out, "test_top5_error": out["test_top5_error"] if top5 else None, "test_size": n}
 
 
 class _Described:
+    """What the result's ``test_set`` says about streamed test data."""
+
     def __init__(self, note: str):
         self.note = note
+
+
+def _name(source) -> str:
+    """The class name of a Dataset, or of a DataLoader's dataset."""
+    return type(getattr(source, "dataset", source)).__name__
 
 
 def fit(model: nn.Module, train, test=None, method: str = "mixup", out: str = "mixlab-out",
