@@ -34,7 +34,7 @@ def signature_options(target: Callable, skip: tuple[str, ...] = (), own_only: bo
         more = forwards() if forwards is not None else None
         if more is None:
             return None
-        params = {**more, **params}
+        params = {**params, **{k: p for k, p in more.items() if k not in params}}  # own options first
     return params
 
 

@@ -237,6 +237,13 @@ class InputMixer(Method):
         self.prob, self.label_smoothing = float(prob), float(label_smoothing)
         self.off_epoch = None if off_epoch is None else int(off_epoch)
 
+    @staticmethod
+    def forwards_options():
+        """Where a subclass's ``**options`` go: these options (so the registry lists and checks them)."""
+        from ..registry import signature_options
+
+        return signature_options(InputMixer)
+
     def forward(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
         self.follow_worker()
         return self.mix_batch(x, self.targets(x, y))
