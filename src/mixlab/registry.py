@@ -9,11 +9,12 @@ from __future__ import annotations
 import difflib
 import importlib
 import inspect
+import numbers
 from typing import Any, Callable
 
 
 #: annotation names an option's value is checked against (anything else, e.g. ``Method``, is not checked)
-_TYPES = {"int": (int,), "float": (int, float), "bool": (bool,), "str": (str,), "None": (type(None),),
+_TYPES = {"int": (numbers.Integral,), "float": (numbers.Real,), "bool": (bool,), "str": (str,), "None": (type(None),),
           "list": (list, tuple), "tuple": (list, tuple), "dict": (dict,)}
 
 
@@ -33,7 +34,7 @@ def signature_options(target: Callable, skip: tuple[str, ...] = (), own_only: bo
         more = forwards() if forwards is not None else None
         if more is None:
             return None
-        params = {**more, **params}
+        params = {**params, **{k: p for k, p in more.items() if k not in params}}  # own options first
     return params
 
 
