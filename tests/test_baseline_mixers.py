@@ -284,7 +284,11 @@ def test_bench_mixers_times_registered_mixers_and_sets_transformmix_against_puzz
     assert "skipping not-a-method" in out
     (ratio,) = report["paper_ratios"]
     assert ratio["ratio"] == "transformmix / puzzlemix" and ratio["paper"] == pytest.approx(0.045 / 0.163)
-    assert ratio["ours"] == pytest.approx(rows["transformmix"]["mix_s"] / rows["puzzlemix"]["mix_s"])
+    a, b = rows["transformmix"]["mix_s"], rows["puzzlemix"]["mix_s"]
+    if min(a, b) > 0:
+        assert ratio["ours"] == pytest.approx(a / b)
+    else:  # a paired excess at or below zero is timing noise on this tiny batch: no ratio claimed
+        assert ratio["ours"] is None and "not measurable" in out
     assert "transformmix / puzzlemix (1x8x8): ours" in out and "paper 0.045 / 0.163 = 0.28" in out
 
 
