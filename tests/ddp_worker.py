@@ -17,7 +17,7 @@ from torch import nn
 from mixlab.registry import METHODS
 from mixlab.train import TrainConfig, Trainer
 from mixlab.methods import soft_cross_entropy
-from mixlab.train.distributed import TrainStep, gather_global, get_rank, get_world_size, local_rows
+from mixlab.distributed import TrainStep, gather_global, get_rank, get_world_size, local_rows
 
 torch.set_num_threads(1)
 OUT = Path(sys.argv[1])

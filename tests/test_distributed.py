@@ -11,7 +11,7 @@ import torch
 from torch.utils.data import DistributedSampler
 
 from mixlab.train import TrainConfig, Trainer
-from mixlab.train.distributed import gather_global, local_rows, shard_indices
+from mixlab.distributed import gather_global, local_rows, shard_indices
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -8,7 +8,7 @@ import torch
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 import mixlab
-from mixlab.eval.metrics import (alignment, auroc, average_precision, expected_calibration_error,
+from mixlab.metrics import (alignment, auroc, average_precision, expected_calibration_error,
                                  mean_average_precision, ood_scores, topk_error, uniformity)
 from mixlab.eval.noise import noise_curve, salt_and_pepper
 from mixlab.eval.openset import openset_curves

@@ -125,7 +125,7 @@ def test_reproduce_goes_on_and_exits_non_zero_naming_diverged_runs(tmp_path, cap
 
 # ---------------------------------------------------------------------------------------------- run identity
 def test_identity_covers_threads_device_kind_and_code_revisions(monkeypatch):
-    from mixlab.train import engine
+    from mixlab import config as engine  # where the identity (and ENGINE_REVISION) is defined
 
     base = TrainConfig(**TINY)
     identity = base.identity()
@@ -150,7 +150,7 @@ def test_identity_covers_threads_device_kind_and_code_revisions(monkeypatch):
 
 
 def test_default_threads_rule():
-    from mixlab.train.engine import default_threads
+    from mixlab.config import default_threads
 
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     assert default_threads(TrainConfig(model="cnn11")) == 1

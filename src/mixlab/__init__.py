@@ -8,7 +8,7 @@
 """
 from __future__ import annotations
 
-__version__ = "0.1.0"
+from ._version import __version__
 
 from .registry import DATASETS, METHODS, MODELS
 from . import methods as _methods  # noqa: F401  (registers methods)

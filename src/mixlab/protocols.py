@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from .registry import Registry
-from .train.engine import TrainConfig
+from .config import TrainConfig
 
 
 @dataclass(frozen=True)

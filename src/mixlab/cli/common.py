@@ -46,7 +46,7 @@ def int_list(lo: int = 0):
 
 def add_common(p: argparse.ArgumentParser, out_default: str = "mixlab-out", training: bool = False) -> None:
     """``--data-dir --out --device --threads --debug``; ``training``: the command trains runs, whose CPU threads
-    are part of their identity (one per run by default, see ``mixlab.train.engine.default_threads``)."""
+    are part of their identity (one per run by default, see ``mixlab.config.default_threads``)."""
     p.add_argument("--data-dir", default=None, help="data root (default: $MIXLAB_DATA, else ~/.cache/mixlab)")
     p.add_argument("--out", default=out_default, help=f"output folder with results.db and runs/ (default {out_default})")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"], help="training device (default: cpu)")

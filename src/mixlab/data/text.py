@@ -28,6 +28,7 @@ import torch
 from torch import Tensor
 
 from ..checks import positive_int
+from ..seeding import derive_seed
 from .files import LAYOUTS, FileSpec, fetch
 from .subsets import ratio_subset_indices  # noqa: F401  (re-exported: its home was here)
 
@@ -179,8 +180,6 @@ def _split_off_dev(data: TextData, split: str, dev_fraction: float, seed: int) -
 
 
 def derive(seed: int, tag: str) -> int:
-    from ..methods.base import derive_seed
-
     return derive_seed(seed, tag) & 0xFFFFFFFF
 
 

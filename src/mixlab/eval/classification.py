@@ -6,7 +6,7 @@ from pathlib import Path
 import torch
 
 from .common import predict, test_transform
-from .metrics import expected_calibration_error, reliability_diagram, topk_error
+from ..metrics import expected_calibration_error, reliability_diagram, topk_error
 
 
 def _single_label(trainer, kind: str) -> None:

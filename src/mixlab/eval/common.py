@@ -6,9 +6,15 @@ from pathlib import Path
 from typing import Callable
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
+from ..config import TrainConfig
 from ..registry import check_options, signature_options
+from ..results import ResultsStore
+from ..seeding import derive_seed
+from ..train import make_trainer
+from ..train.engine import read_checkpoint
+from ..train.evaluation import predict  # noqa: F401  (the evaluations run models through it)
 
 
 def load_run(out: str | Path, run_id: str, device: str = "cpu", data_dir: str | None = None):
@@ -18,9 +24,6 @@ def load_run(out: str | Path, run_id: str, device: str = "cpu", data_dir: str | 
     The returned trainer exposes ``model``, ``config``, ``x_test``, ``y_test``, ``augment``, ``num_classes``,
     ``train_data``, ``test_data`` and ``multilabel``; nothing is trained.
     """
-    from ..results import ResultsStore
-    from ..train.engine import TrainConfig, derive_seed, make_trainer, read_checkpoint
-
     path = Path(out) / "runs" / run_id / "checkpoint.pt"
     run = ResultsStore(out).get_run(run_id) if (Path(out) / "results.db").exists() else None
     if run and run.get("status", "ok") != "ok":
@@ -42,16 +45,6 @@ def load_run(out: str | Path, run_id: str, device: str = "cpu", data_dir: str | 
     trainer.model.eval()
     trainer.epochs_done = state["epoch"] + 1
     return trainer
-
-
-@torch.no_grad()
-def predict(model: nn.Module, x: Tensor, transform: Callable[[Tensor], Tensor], batch_size: int = 1000,
-            embed: bool = False) -> Tensor:
-    """Logits (or with ``embed=True`` the embeddings ``model.embed``) of ``transform(x[i:i+bs])``, in eval mode."""
-    model.eval()
-    fn = model.embed if embed else model
-    outs = [fn(transform(x[i:i + batch_size])).float() for i in range(0, x.shape[0], batch_size)]
-    return torch.cat(outs) if outs else torch.empty(0)
 
 
 def test_transform(trainer) -> Callable[[Tensor], Tensor]:
@@ -87,8 +80,6 @@ def get_eval(kind: str) -> Callable:
 
 
 def stored_eval(out: str | Path, run_id: str, kind: str) -> dict | None:
-    from ..results import ResultsStore
-
     for e in ResultsStore(out).evals(run_id):
         if e["kind"] == kind:
             return e["metrics"]
@@ -109,8 +100,6 @@ def run_eval(out: str | Path, run_id: str, kind: str, data_dir: str | None = Non
         done = stored_eval(out, run_id, kind)
         if done is not None:
             return done
-    from ..results import ResultsStore
-
     trainer = load_run(out, run_id, device=device, data_dir=data_dir)
     t0 = time.perf_counter()
     metrics = fn(trainer, eval_dir(out, run_id), **options)

@@ -14,7 +14,7 @@ import torch
 from ..checks import positive_int
 from ..data.augment import BatchAugment
 from .common import predict
-from .metrics import alignment, uniformity
+from ..metrics import alignment, uniformity
 
 
 def run_align_uniform(trainer, out_dir: Path, limit: int = 2000, seed: int = 0) -> dict:

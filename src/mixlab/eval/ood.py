@@ -11,7 +11,7 @@ import torch
 
 from ..checks import positive_int
 from .common import predict, test_transform
-from .metrics import ood_scores
+from ..metrics import ood_scores
 
 #: default OOD sets per in-distribution dataset
 OOD_SETS = {

@@ -25,6 +25,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import default_collate, get_worker_info
 
+from ..seeding import derive_seed  # noqa: F401  (methods seed their streams with it)
+
 LossFn = Callable[..., Tensor]
 
 
@@ -103,14 +105,6 @@ def sample_dirichlet(alpha: Tensor, generator: torch.Generator) -> Tensor:
     """Dirichlet draws on CPU: ``alpha`` has shape ``(..., k)``; rows of the result sum to one."""
     g = torch._standard_gamma(alpha.float().cpu(), generator=generator)
     return g / g.sum(-1, keepdim=True)
-
-
-def derive_seed(*parts: int | str) -> int:
-    """A deterministic 63-bit seed from parts (stable across processes, unlike ``hash``)."""
-    import hashlib
-
-    digest = hashlib.sha256("/".join(map(str, parts)).encode()).digest()
-    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
 
 
 # ----------------------------------------------------------------------------------------------- classes

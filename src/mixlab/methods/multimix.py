@@ -39,6 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..distributed import gather_global
 from .base import Method, check_alpha, soft_cross_entropy
 
 
@@ -71,7 +72,7 @@ class MultiMix(Method):
             pooling (linear); they differ for models whose ``pool`` holds hidden layers (cnn11's FC layers), where
             ``"feature-map"`` interpolates before those layers, as when they are counted as the classifier.
         global_batch: under torchrun, interpolate over the *global* batch: embeddings and targets of every rank
-            are gathered (:func:`mixlab.train.distributed.gather_global`), each rank draws its own ``n`` mixtures
+            are gathered (:func:`mixlab.distributed.gather_global`), each rank draws its own ``n`` mixtures
             over all ``m = world x b`` examples, and gradients flow back to each rank's own examples. A no-op in
             one process.
     """
@@ -135,8 +136,6 @@ class MultiMix(Method):
         gradients routed back to each rank's own rows); else as given."""
         if not self.global_batch:
             return z, targets
-        from ..train.distributed import gather_global
-
         return gather_global(z), gather_global(targets)
 
     def combine(self, loss: Tensor) -> Tensor:

@@ -109,7 +109,7 @@ class MiniLM(TextNet):
         pretrained: load the weights (False: random init of the same shape, for tests of the plumbing only).
     """
 
-    parallel_cpu = True  # enough work per batch for every CPU thread (mixlab.train.engine.default_threads)
+    parallel_cpu = True  # enough work per batch for every CPU thread (mixlab.config.default_threads)
 
     pretrained_tokenizer = True
 

@@ -54,7 +54,7 @@ def make_group(block, c_in: int, c_out: int, n: int, stride: int, **kw) -> nn.Se
 
 
 class PreActResNet18(StagedNet):
-    parallel_cpu = True  # enough work per batch for every CPU thread (mixlab.train.engine.default_threads)
+    parallel_cpu = True  # enough work per batch for every CPU thread (mixlab.config.default_threads)
 
     def __init__(self, num_classes: int = 10, in_channels: int = 3, width: int = 64, stem_stride: int = 1,
                  stem_bn: bool = False, image_size: int | None = None):
@@ -75,7 +75,7 @@ class PreActResNet18(StagedNet):
 class ResNet18(StagedNet):
     """ResNet-18, CIFAR variant (3x3 stem with BN-ReLU, no max-pool), post-activation basic blocks."""
 
-    parallel_cpu = True  # enough work per batch for every CPU thread (mixlab.train.engine.default_threads)
+    parallel_cpu = True  # enough work per batch for every CPU thread (mixlab.config.default_threads)
 
     def __init__(self, num_classes: int = 10, in_channels: int = 3, width: int = 64, stem_stride: int = 1,
                  image_size: int | None = None):
@@ -94,7 +94,7 @@ class ResNet18(StagedNet):
 class WideResNet(StagedNet):
     """WRN-d-k (Zagoruyko and Komodakis 2016), pre-activation wide blocks; WRN-28-10 by default."""
 
-    parallel_cpu = True  # enough work per batch for every CPU thread (mixlab.train.engine.default_threads)
+    parallel_cpu = True  # enough work per batch for every CPU thread (mixlab.config.default_threads)
 
     def __init__(self, num_classes: int = 10, in_channels: int = 3, depth: int = 28, widen: int = 10,
                  dropout: float = 0.0, image_size: int | None = None):

@@ -14,6 +14,8 @@ import sqlite3
 import time
 from pathlib import Path
 
+from .._version import __version__
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
     run_id TEXT PRIMARY KEY,
@@ -50,8 +52,6 @@ COLUMNS = ("run_id", "created", "protocol", "method", "dataset", "model", "seed"
 def versions() -> dict:
     import numpy
     import torch
-
-    from .. import __version__
 
     return {"mixlab": __version__, "torch": torch.__version__, "numpy": numpy.__version__,
             "python": platform.python_version(), "platform": platform.platform(),

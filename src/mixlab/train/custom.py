@@ -26,12 +26,14 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
+from ..config import TrainConfig
 from ..data.images import ImageData
 from ..data.local import channel_stats, images_to_uint8
 from ..methods.base import as_targets, soft_cross_entropy
 from ..models.adapter import stage
 from ..registry import DATASETS, METHODS, MODELS
-from .engine import TrainConfig, Trainer, evaluate
+from .engine import Trainer
+from .evaluation import evaluate
 
 
 class _AsGiven:

@@ -1,4 +1,6 @@
-"""Data-parallel training helpers (``torchrun``): process group set-up, sharding, and a global-batch gather.
+"""Data-parallel helpers (``torchrun``): process group set-up, sharding, a global-batch gather, the DDP step.
+
+In the lowest layer (torch only), so that methods may gather across processes and the engine may wrap them.
 
 Launch any training command under ``torchrun --nproc-per-node N`` and the engine trains one model replica per
 process with PyTorch's :class:`~torch.nn.parallel.DistributedDataParallel` (gloo on CPU, NCCL on GPU).
