@@ -10,6 +10,7 @@ from mixlab.methods.learned import choose_partners, count_parameters
 from mixlab.methods.transformmix import MixingModule, TransformMix, class_activation_maps, fit_mixup_temperature
 from mixlab.models.cnn11 import CNN11
 from mixlab.registry import METHODS
+from mixlab.search import search_module
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -257,8 +258,8 @@ def test_search_with_fitted_temperature_records_it():
     x = (torch.rand(64, 1, 8, 8) * 255).to(torch.uint8)
     from mixlab.data.augment import BatchAugment
 
-    m.search_module(x, one_hot(torch.arange(64) % 10), BatchAugment((0.5,), (0.25,)), MixingModule(k=2, image_size=8),
-                    progress=False)
+    search_module(m, MixingModule(k=2, image_size=8), x, one_hot(torch.arange(64) % 10), BatchAugment((0.5,), (0.25,)),
+                  progress=False)
     assert m.fitted_temperature is not None and 0.1 <= m.fitted_temperature <= 100
     with pytest.raises(ValueError, match="teacher_temperature"):
         TransformMix(teacher_temperature=0)
@@ -332,7 +333,7 @@ def test_search_trains_the_module_against_a_fixed_teacher():
     t = one_hot(torch.arange(64) % 10)
     from mixlab.data.augment import BatchAugment
 
-    losses = m.search_module(x, t, BatchAugment((0.5,), (0.25,)), module, progress=False)
+    losses = search_module(m, module, x, t, BatchAugment((0.5,), (0.25,)), progress=False)
     assert len(losses) == 2
     assert any(not torch.equal(p, before[n]) for n, p in module.named_parameters())
     assert all(torch.equal(a, b) for a, b in zip(teacher_before, teacher.parameters()))
@@ -367,10 +368,10 @@ def test_cli_search_train_show_and_bench(tmp_path, capsys):
 def test_transformmix_mask_network_size_options():
     from types import SimpleNamespace
 
-    trainer = SimpleNamespace(x_train=torch.zeros(1, 1, 28, 28))
-    default = TransformMix(num_classes=10).module_config(trainer)
+    context = SimpleNamespace(x=torch.zeros(1, 1, 28, 28))  # the set-up context's training inputs
+    default = TransformMix(num_classes=10).module_config(context)
     assert not {"mask_layers", "mask_channels", "mask_kernel"} & set(default)  # earlier search keys stay valid
-    config = TransformMix(num_classes=10, mask_layers=2, mask_channels=8, mask_kernel=5).module_config(trainer)
+    config = TransformMix(num_classes=10, mask_layers=2, mask_channels=8, mask_kernel=5).module_config(context)
     module = MixingModule(**config)
     convs = [m for m in module.mask_net.net if isinstance(m, torch.nn.Conv2d)]
     assert [(c.out_channels, c.kernel_size) for c in convs] == [(8, (5, 5)), (8, (5, 5)), (2, (1, 1))]

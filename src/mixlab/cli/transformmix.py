@@ -99,7 +99,7 @@ def run_search(args) -> int:
                            progress=False if args.no_progress else None)
     trainer.setup()  # TransformMix.setup: teacher (cached run), then the search (cached module)
     method = trainer.method
-    source = Path(args.out) / "transformmix" / "modules" / method.search_key(trainer) / "module.pt"
+    source = method.module_source
     Path(args.save).parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(source, args.save)
     meta = method.module.read(args.save)["meta"]

@@ -147,7 +147,7 @@ class AutoMixZhu(PixelSpaceMixer):
         label_strategy: ``lambda`` (d, default), ``first`` (a), ``half`` (b) or ``multilabel`` (c).
         pairs: ``random`` (default), ``same`` or ``different`` class partners.
         clean_fraction: fraction of each batch left unmixed (0.5: the repository's split; 0: Eq. 10 alone).
-        in_channels: image channels; built by ``setup(trainer)`` when the engine trains it, else needed here
+        in_channels: image channels; built by ``setup(context)`` when the engine trains it, else needed here
             (or built on first use, which is too late for an optimiser made beforehand).
         widths, se_reduction: generator size (see :class:`BarycenterUNet`).
         output: the generator's output mapping, ``"sigmoid"``, ``"linear"`` or ``"auto"`` (sigmoid when the
@@ -216,12 +216,13 @@ class AutoMixZhu(PixelSpaceMixer):
         self._output_chosen = True
         self.load_state_dict(state)
 
-    def setup(self, trainer) -> None:
-        """Engine hook: build the generator for the data's channels and learn the normalisation."""
-        self.set_normalization(trainer.augment.mean, trainer.augment.std)
+    def setup(self, context) -> None:
+        """Set-up hook (:class:`~mixlab.methods.base.SetupContext`): build the generator for the data's channels
+        and learn the normalisation."""
+        self.set_normalization(context.augment.mean, context.augment.std)
         if self.generator_net is None:
-            self.build(trainer.x_train.shape[1]).to(trainer.device)
-        self.choose_output(trainer.x_train)  # the engine keeps x_train unnormalised: uint8 images or features
+            self.build(context.x.shape[1]).to(context.device)
+        self.choose_output(context.x)  # the engine keeps its inputs unnormalised: uint8 images or features
         import sys
 
         print(f"automix-zhu: barycenter generator with {count_parameters(self.generator_net) / 1e6:.2f} M "

@@ -13,12 +13,15 @@ travel with ``state_dict``):
 * Feature-space and learned methods override :meth:`Method.training_loss`, which gets the staged model
   (:class:`mixlab.models.StagedNet`) and may run its stages one by one.
 
-The engine only ever calls ``method.training_loss(model, x, targets, loss_fn)``.
+The engine only ever calls ``method.training_loss(model, x, targets, loss_fn)``, and once, before training, the
+optional ``method.setup(context)`` with a :class:`SetupContext` (data, model, device, seed, cache folder, and
+teachers or search stages on request): methods never see the engine.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
@@ -307,3 +310,69 @@ class ERM(InputMixer):
 
     def mix(self, x, t):
         return x, t
+
+
+# ----------------------------------------------------------------------------------------------- set-up
+@dataclass
+class SetupContext:
+    """What a method's optional ``setup(context)`` gets, once, after the model is built and before training.
+
+    The engine makes it (:meth:`mixlab.train.Trainer.setup_context`); a user's own loop may make one by hand.
+    A method reads what it needs here and never sees the Trainer.
+
+    Fields:
+        data: the training split as loaded (``x``: uint8 images ``(N, C, H, W)`` on the CPU or token texts, ``y``,
+            ``num_classes``, ``mean``, ``std``, ``note``).
+        x: the training inputs on ``device`` (uint8 images, or padded token ids for text), ``(N, ...)``.
+        targets: their ``(N, C)`` float targets on ``device``.
+        model: the task model (a :class:`~mixlab.models.StagedNet` for the engine's models).
+        device: where training runs.
+        seed: the run's seed.
+        cache_dir: a folder for what a method builds once and reuses across runs (caches, searched modules).
+        augment: the task's :class:`~mixlab.data.augment.BatchAugment` (normalisation and training
+            augmentation; ``None`` for text).
+        progress: show progress bars (``None``: only on a terminal).
+        data_id: what identifies the training data (``dataset``, ``subset_per_class``, ``seed``), for cache keys
+            and to check that a saved teacher saw the same data.
+        channels_last: the run keeps images in NHWC memory format (a method's own networks may follow it).
+        provider: trained parts on request (the engine's: :class:`mixlab.search.EngineProvider`); see
+            :meth:`teacher`, :meth:`teacher_identity` and :meth:`search`.
+    """
+
+    data: Any
+    x: Tensor
+    targets: Tensor
+    model: nn.Module
+    device: torch.device
+    seed: int = 0
+    cache_dir: Path = Path("mixlab-out")
+    augment: Any = None
+    progress: bool | None = None
+    data_id: dict = field(default_factory=dict)
+    channels_last: bool = False
+    provider: Any = None
+
+    @property
+    def num_classes(self) -> int:
+        return self.targets.shape[1]
+
+    def _provider(self, what: str):
+        if self.provider is None:
+            raise RuntimeError(f"this set-up has no provider to {what}: train through the engine (mixlab train / "
+                               f"Trainer), or give SetupContext a provider (mixlab.search.EngineProvider)")
+        return self.provider
+
+    def teacher(self, epochs: int | None = None) -> dict:
+        """A pre-trained classifier of this data, model and schedule (``epochs`` overrides its length), trained
+        or reused by the provider, as a record: ``model``, ``model_kwargs``, ``num_classes``, ``in_channels``,
+        ``image_size``, ``mean``, ``std``, ``state_dict``, the data identity and ``test_error``."""
+        return self._provider("train a teacher").teacher(epochs)
+
+    def teacher_identity(self, epochs: int | None = None) -> dict:
+        """The identity of the run :meth:`teacher` gives (for cache keys), without training it."""
+        return self._provider("name a teacher").teacher_identity(epochs)
+
+    def search(self, method: "Method", module: nn.Module, checkpoint: Path | None = None) -> list[float]:
+        """Run ``method``'s search stage on this data: train ``module`` on ``method.search_loss``, resumable
+        through ``checkpoint`` (:func:`mixlab.search.search_module`). Returns the epoch losses."""
+        return self._provider("run a search stage").search(self, method, module, checkpoint)

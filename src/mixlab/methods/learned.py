@@ -2,7 +2,7 @@
 
 Learned mixers see images in ``[0, 1]`` pixel space (their generators end in a sigmoid or a convex combination,
 and spatial warps pad with black), while the engine hands normalised batches to ``training_loss``. A method
-that knows the normalisation (``set_normalization(mean, std)``, called by ``setup(trainer)``) converts in and
+that knows the normalisation (``set_normalization(mean, std)``, called by ``setup(context)``) converts in and
 out; without it, inputs are taken to be in ``[0, 1]`` already (the standalone ``mixer(x, y)`` use).
 """
 from __future__ import annotations

@@ -145,17 +145,17 @@ class OptTransMix(InputMixer):
         return self.barycenters(x, x[perm_d], lam_d), torch.where(heavier, t, t[perm_d])
 
     # ------------------------------------------------------------------------------------------ engine
-    def setup(self, trainer) -> None:
-        """Build or load the barycenter cache of the trainer's training set (cache mode)."""
-        self.augment = trainer.augment
+    def setup(self, context) -> None:
+        """Build or load the barycenter cache of the training set (cache mode); ``context``: a
+        :class:`~mixlab.methods.base.SetupContext` (the cache goes to ``cache_dir/cache/opttransmix``)."""
+        self.augment = context.augment
         if self.mode != "cache":
             return
-        root = Path(self.cache_dir) if self.cache_dir else Path(trainer.out) / "cache" / "opttransmix"
-        x_u8 = trainer.train_data.x
-        cache = load_or_build_cache(self, x_u8, trainer.train_data.y, root, progress=getattr(trainer, "progress", None))
+        root = Path(self.cache_dir) if self.cache_dir else Path(context.cache_dir) / "cache" / "opttransmix"
+        cache = load_or_build_cache(self, context.data.x, context.data.y, root, progress=context.progress)
         heavier = torch.where(cache["lam"] >= 0.5, cache["i"], cache["j"])
-        self.cache_x = cache["x"].to(trainer.device)
-        self.cache_t = trainer.t_train[heavier.to(trainer.device)]
+        self.cache_x = cache["x"].to(context.device)
+        self.cache_t = context.targets[heavier.to(context.device)]
 
     def num_extra(self, batch_size: int) -> int:
         """Barycenter samples added to a training batch of ``batch_size`` real ones."""

@@ -161,9 +161,10 @@ class PuzzleMix(Method):
         self.last_mask: Tensor | None = None
         self.last_draw: tuple[float, int] | None = None  # (lam of the prior, blocks per side)
 
-    def setup(self, trainer) -> None:
-        """Take the dataset's normalisation from the engine (the smoothness term is measured in pixel units)."""
-        augment = getattr(trainer, "augment", None)
+    def setup(self, context) -> None:
+        """Take the dataset's normalisation from the set-up context (the smoothness term is measured in pixel
+        units); :class:`~mixlab.methods.base.SetupContext`."""
+        augment = context.augment
         if self.mean is None and augment is not None and getattr(augment, "mean", None) is not None:
             self.mean, self.std = tuple(augment.mean), tuple(augment.std)
 

@@ -49,7 +49,6 @@ Choices the paper leaves open (stated here):
 """
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import sys
@@ -61,6 +60,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..checks import check, nonneg_float, positive_float, positive_int
+from ..seeding import derive_seed
 from .base import MixInfo, check_alpha, sample_dirichlet, soft_cross_entropy
 from .learned import PixelSpaceMixer, count_parameters
 
@@ -278,16 +278,6 @@ class MixingModule(nn.Module):
 
 
 # ----------------------------------------------------------------------------------------------- teacher
-def teacher_record(trainer) -> dict:
-    """What rebuilds a trained teacher: its model name, options, data identity, normalisation and weights."""
-    c = trainer.config
-    return {"model": c.model, "model_kwargs": dict(c.model_kwargs), "dataset": c.dataset,
-            "subset_per_class": c.subset_per_class, "seed": c.seed, "epochs": c.epochs,
-            "num_classes": trainer.num_classes, "in_channels": int(trainer.x_train.shape[1]),
-            "image_size": int(trainer.x_train.shape[-1]), "mean": list(trainer.augment.mean),
-            "std": list(trainer.augment.std), "state_dict": trainer.model.state_dict()}
-
-
 def build_teacher(record: dict) -> nn.Module:
     from ..registry import MODELS
 
@@ -295,28 +285,6 @@ def build_teacher(record: dict) -> nn.Module:
                           image_size=record["image_size"], **record["model_kwargs"])
     model.load_state_dict(record["state_dict"])
     return model
-
-
-def teacher_config(config, epochs: int | None = None):
-    """The ERM run of the same data, model and schedule (``epochs`` overrides its length)."""
-    return dataclasses.replace(config, method="erm", method_kwargs={}, epochs=config.epochs if epochs is None else int(epochs))
-
-
-def train_teacher(trainer, epochs: int | None = None) -> dict:
-    """Train (or reuse) an ERM classifier on ``trainer``'s data: same model, data and schedule as the task run
-    (``epochs`` overrides the schedule length). It is the run ``erm`` would be in the same output folder, so a
-    benchmark's ERM baseline of the same seed doubles as the teacher (whichever comes first trains it)."""
-    from ..train import make_trainer
-
-    config = teacher_config(trainer.config, epochs)
-    teacher = make_trainer(config, out=trainer.out, data_dir=trainer.data_dir, progress=trainer.progress,
-                           store=False)
-    result = teacher.run(resume=True)
-    print(f"transformmix: teacher {config.model} on {config.dataset}: test error {result['test_error']:.2f}%",
-          file=sys.stderr)
-    record = teacher_record(teacher)
-    record["test_error"] = result["test_error"]
-    return record
 
 
 # ----------------------------------------------------------------------------------------------- method
@@ -328,10 +296,10 @@ class TransformMix(PixelSpaceMixer):
         alpha: Dirichlet (Beta for k = 2) concentration of the mixing weights (default 1).
         ablation: ``none``, ``stn-only``, ``mpn-only`` or ``softmax-cam`` (Table 4).
         mixer_from: a module file from ``mixlab transformmix search`` (direct or transfer). Without it,
-            ``setup(trainer)`` trains a teacher and searches a module on the trainer's data (cached under
-            ``<out>/transformmix``, keyed by dataset, subset, seed and configuration).
+            ``setup(context)`` asks the context for a teacher and a search stage on the training data (cached
+            under ``<out>/transformmix``, keyed by dataset, subset, seed and configuration).
         teacher_from: a module file whose teacher to use for CAMs; default: the module file's teacher when it
-            was trained on the same data (dataset, subset, seed), else one trained on the trainer's data.
+            was trained on the same data (dataset, subset, seed), else the context's teacher (trained on this data).
         teacher_epochs: epochs of that teacher (default: the task schedule's).
         search_epochs, search_lr, search_weight_decay, search_momentum, search_batch_size: the search stage
             (paper: 100, 5e-4, 0.01, -, 128).
@@ -388,6 +356,7 @@ class TransformMix(PixelSpaceMixer):
         self.module: MixingModule | None = None
         self.last_output: MixOutput | None = None
         self.fitted_temperature: float | None = None
+        self.module_source: Path | None = None  # the module file set-up loaded, reused or wrote
 
     # ------------------------------------------------------------------------------------------ plumbing
     def attach(self, teacher: nn.Module, module: MixingModule, frozen: bool = True) -> "TransformMix":
@@ -425,7 +394,7 @@ class TransformMix(PixelSpaceMixer):
         fixes the groups (row 0 must be the batch itself) instead of drawing them."""
         if self.module is None or self.teacher is None:
             raise RuntimeError("transformmix has no mixing module yet: pass mixer_from=PATH, train it through the "
-                               "engine (setup), or call attach(teacher, module)")
+                               "engine (setup(context)), or call attach(teacher, module)")
         b = x.shape[0]
         lam_cpu, drawn, z = self.sample(b)  # kept on the CPU for self.last: no copy back from the device
         index_cpu = drawn if index is None else index.cpu()
@@ -444,114 +413,82 @@ class TransformMix(PixelSpaceMixer):
         return x_mix, t_mix
 
     # ---------------------------------------------------------------------------------------- search
-    def search_module(self, x_uint8: Tensor, targets: Tensor, augment, module: MixingModule,
-                      checkpoint: Path | None = None, progress: bool | None = None, seed: int = 0) -> list[float]:
-        """The search stage: train ``module`` so that the frozen teacher classifies its mixes (Alg. 1, SEARCH).
-
-        ``x_uint8`` / ``targets`` are the training images and ``(N, C)`` targets, ``augment`` the task's
-        :class:`~mixlab.data.augment.BatchAugment`. Resumable through ``checkpoint``. Returns the epoch losses.
-        """
-        from tqdm.auto import tqdm
-
-        from .base import derive_seed
-
+    def begin_search(self, module: MixingModule, x_uint8: Tensor, targets: Tensor, augment, seed: int = 0) -> None:
+        """Before the search stage (:func:`mixlab.search.search_module`): attach ``module`` unfrozen and fix the
+        teacher's temperature (fitted on input-mixup images of at most 8,192 training images when ``"auto"``)."""
         self.attach(self.teacher, module, frozen=False)
-        opt = torch.optim.SGD(module.parameters(), lr=self.search["lr"], momentum=self.search["momentum"],
-                              weight_decay=self.search["weight_decay"])
-        start, losses = 0, []
-        if checkpoint is not None and checkpoint.exists():
-            state = torch.load(checkpoint, map_location=x_uint8.device, weights_only=False)
-            module.load_state_dict(state["module"])
-            opt.load_state_dict(state["optimizer"])
-            start, losses = state["epoch"] + 1, state["losses"]
-        n, bs = x_uint8.shape[0], self.search["batch_size"]
         temperature = self.search.get("teacher_temperature", 1.0)
         if temperature == "auto":
+            n = x_uint8.shape[0]
             gen = torch.Generator().manual_seed(derive_seed(seed, "temperature"))
             rows = torch.randperm(n, generator=gen)[:8192].to(x_uint8.device) if n > 8192 else slice(None)
             temperature = fit_mixup_temperature(self.teacher, augment(x_uint8[rows], gen), targets[rows], self.alpha,
-                                                self.k, gen)  # at most 8,192 images: one teacher pass
+                                                self.k, gen)  # one teacher pass
         self.fitted_temperature = float(temperature)
-        bar = tqdm(range(start, self.search["epochs"]), initial=start, total=self.search["epochs"],
-                   desc="transformmix search", disable=None if progress is None else not progress, leave=False)
-        for epoch in bar:
-            self.reseed(derive_seed(seed, epoch, "search-method"))
-            gen = torch.Generator().manual_seed(derive_seed(seed, epoch, "search-data"))
-            order = torch.randperm(n, generator=gen).to(x_uint8.device)
-            total = torch.zeros((), device=x_uint8.device)
-            steps = 0
-            for i in range(0, n, bs):
-                idx = order[i:i + bs]
-                if idx.numel() < 2:
-                    continue
-                x_mix, t_mix, _ = self.mix_with_output(augment(x_uint8[idx], gen), targets[idx], grad=True)
-                loss = soft_cross_entropy(self.teacher(x_mix) / temperature, t_mix)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                total += loss.detach()
-                steps += 1
-            losses.append(float(total) / max(steps, 1))
-            bar.set_postfix(loss=f"{losses[-1]:.3f}", tau=f"{float(module.tau.detach()):.2f}")
-            if checkpoint is not None:
-                checkpoint.parent.mkdir(parents=True, exist_ok=True)
-                torch.save({"module": module.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch,
-                            "losses": losses}, checkpoint)
-        bar.close()
+
+    def search_loss(self, x: Tensor, t: Tensor) -> Tensor:
+        """The search loss of one batch (Alg. 1, SEARCH): the frozen teacher's CE on the module's mixes,
+        ``CE(softmax(f_t(x') / T), y')``; the graph reaches the module only."""
+        x_mix, t_mix, _ = self.mix_with_output(x, t, grad=True)
+        return soft_cross_entropy(self.teacher(x_mix) / self.fitted_temperature, t_mix)
+
+    def end_search(self, module: MixingModule) -> None:
         self.attach(self.teacher, module, frozen=True)
-        return losses
 
-    def search_key(self, trainer) -> str:
-        c = trainer.config
-        ident = {"teacher": teacher_config(c, self.teacher_epochs).identity(),
-                 "module": self.module_config(trainer), "search": self.search, "alpha": self.alpha}
+    def search_key(self, context) -> str:
+        """The cache folder name of the module searched for this data, teacher and configuration."""
+        d = context.data_id
+        ident = {"teacher": context.teacher_identity(self.teacher_epochs),
+                 "module": self.module_config(context), "search": self.search, "alpha": self.alpha}
         digest = hashlib.sha1(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[:10]
-        sub = f"sub{c.subset_per_class}" if c.subset_per_class else "full"
-        return f"{c.dataset}-{sub}-s{c.seed}-k{self.k}-{self.ablation}-{digest}"
+        sub = f"sub{d['subset_per_class']}" if d.get("subset_per_class") else "full"
+        return f"{d['dataset']}-{sub}-s{d['seed']}-k{self.k}-{self.ablation}-{digest}"
 
-    def module_config(self, trainer) -> dict:
-        config = {"k": self.k, "image_size": int(self.image_size or trainer.x_train.shape[-1]),
+    def module_config(self, context) -> dict:
+        config = {"k": self.k, "image_size": int(self.image_size or context.x.shape[-1]),
                   "ablation": self.ablation, "lambda_prior": self.lambda_prior}
         if self.zero_mask_head:  # left out when off, so earlier search keys stay valid
             config["zero_mask_head"] = True
         config.update({k: v for k, v in self.mask_size.items() if v != MASK_DEFAULTS[k]})  # likewise at defaults
         return config
 
-    # ------------------------------------------------------------------------------------------ engine hook
-    def setup(self, trainer) -> None:
-        """Engine hook: obtain the teacher and the (frozen) module, searching one if none was given."""
-        self.set_normalization(trainer.augment.mean, trainer.augment.std)
-        c, dev = trainer.config, trainer.device
+    # ------------------------------------------------------------------------------------------ set-up hook
+    def setup(self, context) -> None:
+        """Obtain the teacher and the (frozen) module (:class:`~mixlab.methods.base.SetupContext`): from the
+        files given, else a teacher and a search stage asked of the context (both cached: the teacher is the
+        ``erm`` run of the same data, the module goes to ``cache_dir/transformmix/modules/<search_key>``)."""
+        self.set_normalization(context.augment.mean, context.augment.std)
+        dev = context.device
         blob = MixingModule.read(self.mixer_from) if self.mixer_from else None
         teacher_blob = MixingModule.read(self.teacher_from) if self.teacher_from else blob
         record = teacher_blob.get("teacher") if teacher_blob else None
-        same_data = record is not None and all(record.get(key) == getattr(c, key) for key in
+        same_data = record is not None and all(record.get(key) == context.data_id.get(key) for key in
                                                ("dataset", "subset_per_class", "seed"))
         if record is None or not (same_data or self.teacher_from):
-            record = train_teacher(trainer, self.teacher_epochs)
+            record = context.teacher(self.teacher_epochs)
         teacher = build_teacher(record).to(dev)
         if blob is not None:
             module = MixingModule.load(self.mixer_from)
+            self.module_source = Path(self.mixer_from)
             origin = f"loaded from {self.mixer_from} (searched on {blob['meta'].get('dataset', '?')})"
         else:
-            folder = trainer.out / "transformmix" / "modules" / self.search_key(trainer)
-            path = folder / "module.pt"
+            folder = Path(context.cache_dir) / "transformmix" / "modules" / self.search_key(context)
+            path = self.module_source = folder / "module.pt"
             if path.exists():
                 module = MixingModule.load(path)
                 origin = f"reused {path}"
             else:
-                module = MixingModule(**self.module_config(trainer)).to(dev)
+                module = MixingModule(**self.module_config(context)).to(dev)
                 self.teacher = teacher.requires_grad_(False).eval()
-                losses = self.search_module(trainer.x_train, trainer.t_train, trainer.augment, module,
-                                            folder / "search-checkpoint.pt", trainer.progress, c.seed)
-                meta = {"dataset": c.dataset, "subset_per_class": c.subset_per_class, "seed": c.seed,
+                losses = context.search(self, module, folder / "search-checkpoint.pt")
+                meta = {**{k: context.data_id.get(k) for k in ("dataset", "subset_per_class", "seed")},
                         "search": self.search, "alpha": self.alpha, "losses": losses,
                         "teacher_temperature": self.fitted_temperature}
                 module.save(path, meta, teacher={k: v for k, v in record.items()})
                 origin = (f"searched, saved to {path} (teacher loss {losses[0]:.3f} -> {losses[-1]:.3f} at "
                           f"temperature {self.fitted_temperature:.3g})")
         self.attach(teacher, module.to(dev), frozen=True)
-        if trainer.config.channels_last:  # the frozen networks in the run's memory format: faster convolutions
+        if context.channels_last:  # the frozen networks in the run's memory format: faster convolutions
             teacher.to(memory_format=torch.channels_last)
             module.to(memory_format=torch.channels_last)
         print(f"transformmix: module k={module.k} ({module.ablation}, {count_parameters(module)} parameters, "

@@ -29,8 +29,9 @@ from ..config import TrainConfig
 from ..data import load_dataset
 from ..data.augment import BatchAugment
 from ..data.subsets import per_class_indices
-from ..methods.base import Method, as_targets, multilabel_bce, soft_cross_entropy
+from ..methods.base import Method, SetupContext, as_targets, multilabel_bce, soft_cross_entropy
 from ..registry import DATASETS, METHODS, MODELS
+from ..search import EngineProvider
 from ..seeding import derive_seed
 from .evaluation import evaluate, evaluate_multilabel
 from .. import distributed as ddp
@@ -269,7 +270,7 @@ class Trainer:
         if self.method.needs_stages and not hasattr(self.model, "forward_features"):
             raise TypeError(f"method {c.method} needs a staged model; {c.model} is not one")
         if hasattr(self.method, "setup"):
-            self.method.setup(self)
+            self.method.setup(self.setup_context())
         params = [p for p in self.model.parameters()] + [p for p in self.method.parameters() if p.requires_grad]
         self.trained_params = [p for p in params if p.requires_grad]
         if c.optimizer == "sgd":
@@ -288,6 +289,16 @@ class Trainer:
         self.start_epoch = 0
         self.history: list[dict] = []
         self.train_seconds = 0.0
+
+    def setup_context(self) -> SetupContext:
+        """What the method's ``setup`` gets (after ``load_data`` and ``build_model``): the training data, model,
+        device and seed, ``out`` as the cache folder, and this engine as the provider of teachers and search
+        stages (:class:`mixlab.search.EngineProvider`)."""
+        c = self.config
+        return SetupContext(data=self.train_data, x=self.x_train, targets=self.t_train, model=self.model,
+                            device=self.device, seed=c.seed, cache_dir=self.out, augment=self.augment,
+                            progress=self.progress, channels_last=bool(c.channels_last), provider=EngineProvider(self),
+                            data_id={"dataset": c.dataset, "subset_per_class": c.subset_per_class, "seed": c.seed})
 
     def total_epochs(self) -> int:
         """Epochs the run loops over (after ``setup``); subclasses that count steps override it."""
