@@ -29,6 +29,7 @@ def save(obj, name):
 
 
 # ---------------------------------------------------------------------------------------------- 1. methods
+# one of each kind (input, feature, OT, learned): a representative set, kept small so the test stays fast
 methods = ["erm", "mixup", "cutmix", "bc", "manifold"] + [m for m in ("alignmix", "multimix", "automix-zhu")
                                                          if m in METHODS]
 for method in methods:

@@ -13,6 +13,8 @@ import ast
 import re
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 SRC = ROOT / "src"
 PICTURE = ROOT / "docs" / "architecture.md"
@@ -59,9 +61,13 @@ def layer_of(module: str, layers) -> tuple[int, str]:
 
 
 def resolve(source: str, is_package: bool, level: int, module: str | None) -> str:
+    """The absolute name of ``from <level dots><module> import ...`` in ``source`` (``""``: above the package, an
+    import that cannot work)."""
     if not level:
         return module or ""
     base = source.split(".") if is_package else source.split(".")[:-1]
+    if level - 1 >= len(base):
+        return ""
     base = base[:len(base) - (level - 1)]
     return ".".join(base + ([module] if module else []))
 
@@ -75,6 +81,7 @@ def imports(source: str, path: Path, known: set[str]) -> list[tuple[str, int, bo
             out += [(a.name, node.lineno, True) for a in node.names]
         elif isinstance(node, ast.ImportFrom):
             target = resolve(source, is_package, node.level, node.module)
+            assert target, f"{path}:{node.lineno}: a relative import reaches above the {PACKAGE} package"
             for a in node.names:  # ``from pkg import submodule`` imports the submodule
                 sub = f"{target}.{a.name}"
                 out.append((sub if sub in known else target, node.lineno, True))
@@ -159,6 +166,10 @@ def test_the_check_catches_an_upward_import(tmp_path):
     """The parser sees a function-level import and a relative one (so the rule cannot pass by not looking)."""
     f = tmp_path / "m.py"
     f.write_text("def setup():\n    from ..train import make_trainer\n\nimport mixlab.cli\nX = 'mixlab.eval.common:EVALS'\n")
+    top = tmp_path / "top.py"
+    top.write_text("def plot():\n    from ..viz import save_figure\n")
+    with pytest.raises(AssertionError, match="above the mixlab package"):
+        imports("mixlab.metrics", top, set())
     known = {"mixlab.train", "mixlab.cli", "mixlab.eval.common", "mixlab.methods.m"}
     found = {(t, stmt) for t, _, stmt in imports("mixlab.methods.m", f, known)}
     assert found == {("mixlab.train", True), ("mixlab.cli", True), ("mixlab.eval.common", False)}

@@ -6,7 +6,8 @@ import torch
 import torch.nn.functional as F
 
 from mixlab.methods.automix_zhu import AutoMixZhu, BarycenterUNet, reconstruction_loss
-from mixlab.methods.learned import choose_partners, count_parameters
+from mixlab.methods.base import choose_partners
+from mixlab.methods.learned import count_parameters
 from mixlab.methods.transformmix import MixingModule, TransformMix, class_activation_maps, fit_mixup_temperature
 from mixlab.models.cnn11 import CNN11
 from mixlab.registry import METHODS

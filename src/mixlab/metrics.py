@@ -14,16 +14,19 @@ import torch.nn.functional as F
 from torch import Tensor
 
 
+def topk_correct(logits: Tensor, labels: Tensor, ks: tuple[int, ...] = (1, 5)) -> Tensor:
+    """How many rows have their label among the ``k`` largest logits, for each ``k`` (``k`` capped at ``C``):
+    a ``(len(ks),)`` integer tensor on the logits' device, so batches can be summed without a host sync."""
+    kmax = min(max(ks), logits.shape[1])
+    hit = logits.topk(kmax, dim=1).indices == labels.reshape(-1, 1)
+    return torch.stack([hit[:, :k].any(1).sum() for k in ks])
+
+
 def topk_error(logits: Tensor, labels: Tensor, ks: tuple[int, ...] = (1, 5)) -> dict[str, float | None]:
     """Top-k error in percent for each ``k`` (``None`` where ``k >= C``, where it is always 0)."""
-    c = logits.shape[1]
-    kmax = min(max(ks), c)
-    top = logits.topk(kmax, dim=1).indices
-    hit = top == labels.reshape(-1, 1)
-    out = {}
-    for k in ks:
-        out[f"top{k}_error"] = None if k >= c and k > 1 else 100.0 * (1 - float(hit[:, :k].any(1).float().mean()))
-    return out
+    c, n = logits.shape[1], logits.shape[0]
+    correct = topk_correct(logits, labels, ks).tolist()
+    return {f"top{k}_error": None if k >= c and k > 1 else 100.0 * (1 - hits / n) for k, hits in zip(ks, correct)}
 
 
 # --------------------------------------------------------------------------------------------- calibration
@@ -53,7 +56,7 @@ def expected_calibration_error(probs: Tensor, labels: Tensor, n_bins: int = 15) 
 
 def reliability_diagram(probs: Tensor, labels: Tensor, path, n_bins: int = 15, title: str = ""):
     """PNG of accuracy per confidence bin against the diagonal (perfect calibration), with the ECE."""
-    from ..viz import _plt, save_figure
+    from .viz import _plt, save_figure
 
     plt = _plt()
     bins = calibration_bins(probs, labels, n_bins)

@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import platform
 import time
 from dataclasses import dataclass, field
 from importlib import resources
@@ -26,6 +24,7 @@ from pathlib import Path
 from typing import Callable
 
 from .checks import positive_int
+from .machine import machine
 from .registry import Registry
 from .results import ResultsStore, describe_diverged
 from .protocols import lowres_protocol
@@ -326,7 +325,7 @@ def run_reproduction(name: str, out: str | Path = "mixlab-out", quick: bool = Fa
     from .eval import run_eval
     from .eval.common import stored_eval
     from .results import diverged_runs
-    from .train import make_trainer, run_unless_locked
+    from .train import train_missing
 
     positive_int("trials", trials, none="each protocol's")
     t0 = time.perf_counter()
@@ -339,17 +338,8 @@ def run_reproduction(name: str, out: str | Path = "mixlab-out", quick: bool = Fa
     todo = [rid for rid in jobs if not store.has_run(rid)]
     log(f"reproduce {name}{' --quick' if quick else ''}: {len(jobs)} runs, {len(jobs) - len(todo)} found in "
         f"{Path(out) / 'results.db'}, {len(todo)} to train")
-    locked = set()  # runs another process (sharing this --out) is training right now
-    for i, rid in enumerate(todo, 1):
-        config = jobs[rid]
-        label = f"  [{i}/{len(todo)}] {config.protocol} {config.method} seed {config.seed}"
-        result = run_unless_locked(make_trainer(config, out=out, data_dir=data_dir, progress=progress), log, label)
-        if result is None:
-            locked.add(rid)
-            continue
-        log(f"{label}: " + (f"DIVERGED at epoch {result['diverged_epoch']}, step {result['diverged_step']}"
-                            if result["status"] == "diverged" else f"test error {result['test_error']:.2f}%")
-            + f" ({result['train_seconds']:.1f} s)")
+    # runs another process (sharing this --out) is training right now are left out
+    _, locked = train_missing([jobs[rid] for rid in todo], out, data_dir, progress, log)
     diverged = {d["run_id"]: d for d in diverged_runs([store.get_run(rid) for rid in jobs
                                                        if rid not in locked and store.has_run(rid)])}
     for d in diverged.values():
@@ -431,20 +421,6 @@ def paper_cell(numbers: dict, t: Table, r: Row, c: Column) -> tuple[float, float
         a, b = b, a
     v = rows.get(a, {}).get(b)
     return None if v is None else (v[0], v[1])
-
-
-def machine() -> dict:
-    import torch
-
-    cpu = platform.processor() or ""
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), cpu)
-    except OSError:
-        pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
-            "python": platform.python_version(), "platform": platform.platform(),
-            "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
 
 
 def write_report(rep: Reproduction, grid, quick: bool, report_dir: Path, out, wall: float, trained: int,

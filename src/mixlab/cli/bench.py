@@ -72,34 +72,26 @@ def run_protocol(protocol, methods, trials, out, data_dir=None, device="cpu", pr
     from ..checks import positive_int
     from ..results import ResultsStore, describe_diverged, diverged_runs, summarize
     from ..results.store import combine_folds
-    from ..train import make_trainer, run_unless_locked
+    from ..train import train_missing
 
     positive_int("trials", trials)
     # every config first: a bad option of any method is refused before anything is trained
-    configs = [(method, seed, protocol.train_configs(method, seed, device=device, **(overrides or {})))
-               for method in methods for seed in range(trials)]
+    trials_configs = [protocol.train_configs(method, seed, device=device, **(overrides or {}))
+                      for method in methods for seed in range(trials)]  # per (method, seed): one config per fold
+
+    def label(config, i, n):
+        fold = config.data_kwargs.get("fold") if protocol.cv_folds else None
+        return f"  {config.method} seed {config.seed}" + (f" fold {fold}" if fold is not None else "")
+
+    run_ids, locked = train_missing([c for trial in trials_configs for c in trial], out, data_dir, progress, log,
+                                    label=label, say_done=True)
     store = ResultsStore(out)
+    ids = iter(run_ids)
     trials_done = []  # per (method, seed): its run ids (one per fold on a cross-validated protocol)
-    for method, seed, trial in configs:
-        run_ids = []
-        for config in trial:
-            trainer = make_trainer(config, out=out, data_dir=data_dir, progress=progress)
-            fold = config.data_kwargs.get("fold") if protocol.cv_folds else None
-            label = f"  {method} seed {seed}" + (f" fold {fold}" if fold is not None else "")
-            if store.has_run(trainer.run_id):
-                log(f"{label}: done already ({trainer.run_id})")
-                run_ids.append(trainer.run_id)
-                continue
-            result = run_unless_locked(trainer, log, label)
-            if result is None:  # another bench on the same --out is training it right now
-                break
-            run_ids.append(trainer.run_id)
-            log(f"{label}: " + (f"DIVERGED at epoch {result['diverged_epoch']}, step {result['diverged_step']} "
-                                f"(no test error)" if result["status"] == "diverged"
-                                else f"test error {result['test_error']:.2f}%")
-                + f" ({result['train_seconds']:.1f} s)")
-        else:  # every run of the trial finished: the trial counts (the mean over its folds)
-            trials_done.append(run_ids)
+    for trial in trials_configs:
+        trial_ids = [next(ids) for _ in trial]
+        if not locked & set(trial_ids):  # a run another bench on the same --out is training now: not yet
+            trials_done.append(trial_ids)
     diverged = diverged_runs([store.get_run(r) for ids in trials_done for r in ids])
     for d in diverged:
         log(f"  {describe_diverged(d)}: left out of the table")

@@ -21,8 +21,8 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 
+from ..bench.timing import median_seconds, timed
 from .common import add_common, apply_threads, parse_kv, positive_int, print_json
 
 #: (numerator, denominator, the paper's seconds for each, source): printed when both methods are timed
@@ -67,40 +67,10 @@ def prepare(method, model, channels: int, size: int):
     return method
 
 
-def sync(device) -> None:
-    import torch
-
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def timed(fn, repeats: int, device) -> float:
-    """Median seconds of ``fn()`` over ``repeats`` runs after one warm-up (synchronising CUDA)."""
-    fn()
-    sync(device)
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        sync(device)
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
-
-
 def paired_excess(fn, baseline, repeats: int, device) -> float:
     """Median over alternated runs of ``time(fn) - time(baseline)`` (after one warm-up of each)."""
     fn(), baseline()
-    excess = []
-    for _ in range(repeats):
-        times = []
-        for f in (fn, baseline):
-            sync(device)
-            t0 = time.perf_counter()
-            f()
-            sync(device)
-            times.append(time.perf_counter() - t0)
-        excess.append(times[0] - times[1])
-    return statistics.median(excess)
+    return statistics.median(timed(fn, device) - timed(baseline, device) for _ in range(repeats))
 
 
 def module_time(method, x, t, repeats: int, device) -> float:
@@ -111,7 +81,7 @@ def module_time(method, x, t, repeats: int, device) -> float:
     cams = method.cams(x, t)[index].transpose(0, 1)
     images = x[index].transpose(0, 1)
     with torch.no_grad():
-        return timed(lambda: method.module(images, cams, lam, z), repeats, device)
+        return median_seconds(lambda: method.module(images, cams, lam, z), repeats, device)
 
 
 def time_method(name, model, x, t, erm, repeats: int, device) -> list[dict]:
@@ -125,10 +95,10 @@ def time_method(name, model, x, t, erm, repeats: int, device) -> list[dict]:
     method = prepare(METHODS.create(name, num_classes=t.shape[1], seed=0).to(device), model, channels, size)
     row = {"method": name}
     loss = lambda: method.training_loss(model, x, t)  # noqa: E731  (with autograd on, as in training: AMP needs it)
-    row["loss_forward_s"] = timed(loss, repeats, device)
+    row["loss_forward_s"] = median_seconds(loss, repeats, device)
     if isinstance(method, InputMixer):
         with torch.no_grad():
-            row["mix_s"], row["mix_kind"] = timed(lambda: method.mix(x, t), repeats, device), "mix()"
+            row["mix_s"], row["mix_kind"] = median_seconds(lambda: method.mix(x, t), repeats, device), "mix()"
     elif erm is not None:
         row["mix_s"] = paired_excess(loss, lambda: erm.training_loss(model, x, t), repeats, device)
         row["mix_kind"] = "loss fwd - ERM's"

@@ -17,8 +17,8 @@
 """
 from __future__ import annotations
 
-import time
 
+from ..bench.timing import timed, timed_call
 from .common import add_common, apply_threads, nonneg_int, number, positive_float, positive_int, print_json
 
 #: issue 20: AlignMixup's Sinkhorn at least this many times as fast as the authors' algorithm
@@ -86,20 +86,14 @@ def barycenter_bench(pairs: int, reg: float, tol: float, data_dir=None, device="
             # an untimed run first: after POT's seconds on one thread, PyTorch's worker threads have gone to sleep
             # and the caches hold POT's data; a loop over batches (cache building, training) runs warm
             convolutional_barycenter(a.float().to(dev), w.float().to(dev), reg, **solver)
-            if dev.type == "cuda":
-                torch.cuda.synchronize()
-            t0 = time.perf_counter()
-            bar, info = convolutional_barycenter(a.float().to(dev), w.float().to(dev), reg, log=True, **solver)
-            bar = bar.cpu()
-            times[b].append(time.perf_counter() - t0)
-            results[b] = bar, info
-        t0 = time.perf_counter()
-        pot_iters, pot = 0, []
-        for i in range(pairs):
-            bar, pot_log = ot.bregman.convolutional_barycenter2d(an[i], reg, wn[i], warn=False, log=True)
-            pot.append(bar)
-            pot_iters += pot_log["niter"]
-        pot_times.append(time.perf_counter() - t0)
+            (bar, info), seconds = timed_call(
+                lambda: convolutional_barycenter(a.float().to(dev), w.float().to(dev), reg, log=True, **solver), dev)
+            times[b].append(seconds)
+            results[b] = bar.cpu(), info
+        runs, seconds = timed_call(lambda: [ot.bregman.convolutional_barycenter2d(an[i], reg, wn[i], warn=False,
+                                                                                 log=True) for i in range(pairs)])
+        pot_times.append(seconds)
+        pot, pot_iters = [bar for bar, _ in runs], sum(log["niter"] for _, log in runs)
     t_pot = statistics.median(pot_times)
     ours, info = results[backend]
     t_ours = statistics.median(times[backend])
@@ -150,15 +144,14 @@ def step_bench(steps: int, batch_size: int, device="cpu") -> dict:
 
     def step(name):
         model, method, opt = runs[name]
-        if dev.type == "cuda":
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        loss = method.training_loss(model, x, t)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        float(loss.detach())
-        return time.perf_counter() - t0
+
+        def one():
+            loss = method.training_loss(model, x, t)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+
+        return timed(one, dev)
 
     for name in names:  # warm-up
         step(name)
@@ -228,8 +221,8 @@ def sinkhorn_bench(sizes=(16, 64), batch: int = 128, channels: int = 512, eps: f
         t_ours, t_theirs = [], []
         plan, ref = ours(), theirs()  # warm-up
         for _ in range(max(1, repeats)):  # alternating, so load on the machine hits both alike
-            t_theirs.append(_timed(theirs, dev))
-            t_ours.append(_timed(ours, dev))
+            t_theirs.append(timed(theirs, dev))
+            t_ours.append(timed(ours, dev))
         ratios = [a / b for a, b in zip(t_theirs, t_ours)]
         out["sizes"][r] = {"ours_seconds": statistics.median(t_ours), "authors_seconds": statistics.median(t_theirs),
                            "speedup": statistics.median(ratios), "speedup_min": min(ratios),
@@ -238,20 +231,8 @@ def sinkhorn_bench(sizes=(16, 64), batch: int = 128, channels: int = 512, eps: f
     return out
 
 
-def _timed(fn, dev) -> float:
-    import torch
-
-    if dev.type == "cuda":
-        torch.cuda.synchronize(dev)
-    t0 = time.perf_counter()
-    fn()
-    if dev.type == "cuda":
-        torch.cuda.synchronize(dev)
-    return time.perf_counter() - t0
-
-
 def run(args) -> int:
-    from ..reproduce import machine
+    from ..machine import machine
 
     apply_threads(args)
     m = machine()

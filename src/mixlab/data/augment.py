@@ -29,10 +29,23 @@ def random_flip(x: Tensor, generator: torch.Generator, p: float = 0.5) -> Tensor
     return torch.where(flip[:, None, None, None], x.flip(-1), x)
 
 
+def _broadcast_stats(x: Tensor, mean, std) -> tuple[Tensor, Tensor]:
+    """Per-channel ``mean`` and ``std`` shaped to broadcast over ``x`` ``(B, C, ...)``, on its device and dtype."""
+    shape = (1, -1) + (1,) * (x.dim() - 2)
+    return (torch.as_tensor(mean, device=x.device, dtype=x.dtype).reshape(shape),
+            torch.as_tensor(std, device=x.device, dtype=x.dtype).reshape(shape))
+
+
 def normalize(x: Tensor, mean, std) -> Tensor:
-    mean = torch.as_tensor(mean, device=x.device, dtype=x.dtype).reshape(1, -1, 1, 1)
-    std = torch.as_tensor(std, device=x.device, dtype=x.dtype).reshape(1, -1, 1, 1)
+    """``(x - mean) / std`` per channel."""
+    mean, std = _broadcast_stats(x, mean, std)
     return (x - mean) / std
+
+
+def denormalize(x: Tensor, mean, std) -> Tensor:
+    """``x * std + mean`` per channel (undoes :func:`normalize`)."""
+    mean, std = _broadcast_stats(x, mean, std)
+    return x * std + mean
 
 
 def to_float(x: Tensor) -> Tensor:
@@ -61,6 +74,4 @@ class BatchAugment:
         return normalize(x, self.mean, self.std)
 
     def denormalize(self, x: Tensor) -> Tensor:
-        mean = torch.as_tensor(self.mean, device=x.device, dtype=x.dtype).reshape(1, -1, 1, 1)
-        std = torch.as_tensor(self.std, device=x.device, dtype=x.dtype).reshape(1, -1, 1, 1)
-        return x * std + mean
+        return denormalize(x, self.mean, self.std)

@@ -14,6 +14,7 @@ import torch
 from torch import Tensor
 
 from .files import LAYOUTS, DatasetFileError, FileSpec, data_root, fetch
+from .subsets import ranks_within_class
 
 
 @dataclass
@@ -230,12 +231,9 @@ def load_digits(split: str = "train", root=None, download: bool = True) -> Image
     x = torch.from_numpy((bunch.images * (255.0 / 16.0)).round().astype(np.uint8))[:, None]
     y = torch.from_numpy(bunch.target.astype(np.int64))
     g = torch.Generator().manual_seed(0)
-    order = torch.randperm(len(y), generator=g)
-    order = order[torch.sort(y[order], stable=True).indices]  # grouped by class, random within class
-    rank = torch.empty_like(order)
-    counts = torch.bincount(y, minlength=10)
-    starts = torch.cumsum(counts, 0) - counts
-    rank[order] = torch.arange(len(y)) - starts[y[order]]
+    grouped, rank_grouped, counts = ranks_within_class(y, torch.randperm(len(y), generator=g), 10)
+    rank = torch.empty_like(grouped)  # of each image within its class, in a random order
+    rank[grouped] = rank_grouped
     n_test = (counts.double() * 500 / len(y)).round().long()
     n_test[0] += 500 - int(n_test.sum())
     is_test = rank < n_test[y]

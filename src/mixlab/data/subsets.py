@@ -5,6 +5,16 @@ import torch
 from torch import Tensor
 
 
+def ranks_within_class(labels: Tensor, order: Tensor, num_classes: int) -> tuple[Tensor, Tensor, Tensor]:
+    """Group the rows ``order`` by class, keeping their order within a class: returns ``(grouped, rank, counts)``,
+    where ``grouped`` is ``order`` stably sorted by label, ``rank[j]`` the position of ``grouped[j]`` among the
+    rows of its class (0, 1, ...), and ``counts`` the rows per class. Vectorised."""
+    counts = torch.bincount(labels[order], minlength=num_classes)
+    grouped = order[torch.sort(labels[order], stable=True).indices]
+    starts = torch.cumsum(counts, 0) - counts
+    return grouped, torch.arange(len(grouped)) - starts[labels[grouped]], counts
+
+
 def per_class_indices(labels: Tensor, per_class: int, seed: int, num_classes: int | None = None,
                       exclude: Tensor | None = None) -> Tensor:
     """Indices of ``per_class`` examples of every class, drawn with ``seed`` (sorted). Vectorised, no loops.
@@ -21,14 +31,11 @@ def per_class_indices(labels: Tensor, per_class: int, seed: int, num_classes: in
         free = torch.ones(len(labels), dtype=torch.bool)
         free[exclude.cpu()] = False
         order = order[free[order]]
-    counts = torch.bincount(labels[order], minlength=num_classes)
+    grouped, rank, counts = ranks_within_class(labels, order, num_classes)
     if int(counts.min()) < per_class:
         short = [c for c in range(num_classes) if counts[c] < per_class]
         raise ValueError(f"classes {short} have fewer than {per_class} examples (counts {counts.tolist()})")
-    order = order[torch.sort(labels[order], stable=True).indices]
-    starts = torch.cumsum(counts, 0) - counts
-    rank = torch.arange(len(order)) - starts[labels[order]]
-    return torch.sort(order[rank < per_class]).values
+    return torch.sort(grouped[rank < per_class]).values
 
 
 def ratio_subset_indices(labels: Tensor, ratio: float, seed: int, num_classes: int | None = None) -> Tensor:
@@ -37,10 +44,7 @@ def ratio_subset_indices(labels: Tensor, ratio: float, seed: int, num_classes: i
         raise ValueError(f"ratio must be in (0, 1], got {ratio}")
     labels = labels.cpu().long()
     num_classes = int(labels.max()) + 1 if num_classes is None else num_classes
-    counts = torch.bincount(labels, minlength=num_classes)
-    keep = torch.clamp((counts.double() * ratio + 1e-9).floor().long(), min=1) * (counts > 0)
     order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(int(seed)))
-    order = order[torch.sort(labels[order], stable=True).indices]
-    starts = torch.cumsum(counts, 0) - counts
-    rank = torch.arange(len(labels)) - starts[labels[order]]
-    return torch.sort(order[rank < keep[labels[order]]]).values
+    grouped, rank, counts = ranks_within_class(labels, order, num_classes)
+    keep = torch.clamp((counts.double() * ratio + 1e-9).floor().long(), min=1) * (counts > 0)
+    return torch.sort(grouped[rank < keep[labels[grouped]]]).values

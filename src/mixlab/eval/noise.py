@@ -12,6 +12,8 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from ..metrics import topk_correct
+
 DEFAULT_LEVELS = (0.0, 0.05, 0.10, 0.15, 0.20, 0.25, 0.30)
 
 
@@ -43,7 +45,7 @@ def noise_curve(model, x_uint8: Tensor, labels: Tensor, augment, levels=DEFAULT_
         for j, p in enumerate(levels):
             g = torch.Generator().manual_seed(seed * 1_000_003 + i)  # same draws at every level: nested masks
             logits = model(augment(salt_and_pepper(x, p, g), train=False))
-            correct[j] += float((logits.argmax(1) == y).sum())
+            correct[j] += float(topk_correct(logits, y, (1,))[0])
     acc = 100 * correct / x_uint8.shape[0]
     drop = 100 * (acc[0] - acc) / acc[0].clamp_min(1e-12)
     return {"levels": [100 * p for p in levels], "accuracy": acc.tolist(), "relative_drop": drop.tolist()}

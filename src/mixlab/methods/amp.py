@@ -44,11 +44,11 @@ from collections import deque
 from typing import Callable
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from .base import InputMixer, Method, MixInfo, sample_beta, soft_cross_entropy
+from .base import InputMixer, Method, MixInfo, mix_at, sample_beta, soft_cross_entropy
 from .mixup import ManifoldMixup
-from .textmix import StageMixup, mix_at, pick_loss
+from .textmix import StageMixup, pick_loss
 
 
 class AMP(Method):
@@ -79,10 +79,10 @@ class AMP(Method):
         elif inner_kwargs:
             raise TypeError(f"options {sorted(inner_kwargs)} go to the inner mixer; pass it by name to use them")
         input_hooks = (isinstance(inner, InputMixer) and hasattr(inner, "sample")
-                       and type(inner).apply is not nn.Module.apply)  # Mixup.apply(x, t, lam, perm, lam_target)
+                       and hasattr(inner, "mix_with"))  # Mixup.mix_with(x, t, lam, perm, lam_target)
         if not isinstance(inner, (StageMixup, ManifoldMixup)) and not input_hooks:
             raise TypeError(f"AMP needs a mixer whose lambda enters differentiably (wordmixup, sentmixup, mixup, "
-                            f"manifold); {type(inner).__name__} has no sample()/apply() or mixed_forward() hooks")
+                            f"manifold); {type(inner).__name__} has no sample()/mix_with() or mixed_forward() hooks")
         if isinstance(inner, InputMixer) and (inner.prob < 1 or inner.label_smoothing or inner.off_epoch is not None):
             raise ValueError("AMP draws the inner mixer's lambda itself: its prob, label_smoothing and off_epoch "
                              "would not apply; leave them unset")
@@ -126,13 +126,13 @@ class AMP(Method):
 
             def forward(lam_in):
                 return mix_at(model, h, k, t, lam_in, perm, lam_target=lam)
-        else:  # input-space mixer with apply(x, t, lam, perm, lam_target)
+        else:  # input-space mixer with mix_with(x, t, lam, perm, lam_target)
             if not isinstance(inner, InputMixer) or not x.is_floating_point():
                 raise TypeError(f"{inner.name} mixes inputs; {'token ids' if not x.is_floating_point() else 'x'} "
                                 f"cannot be mixed: on text use amp+wordmixup or amp+sentmixup")
 
             def forward(lam_in):
-                x_mix, t_mix = inner.apply(x, t, lam_in, perm, lam_target=lam)
+                x_mix, t_mix = inner.mix_with(x, t, lam_in, perm, lam_target=lam)
                 return model(x_mix), t_mix
         return lam, perm, forward
 

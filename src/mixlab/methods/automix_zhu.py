@@ -40,8 +40,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .base import MixInfo, interpolate, multilabel_bce, soft_cross_entropy
-from .learned import PixelSpaceMixer, choose_partners, count_parameters
+from .base import MixInfo, choose_partners, interpolate, multilabel_bce, soft_cross_entropy
+from .learned import PixelSpaceMixer, count_parameters
 
 OUTPUTS = ("sigmoid", "linear")
 LABEL_STRATEGIES = {"lambda": "lambda", "d": "lambda", "first": "first", "a": "first", "half": "half", "b": "half",

@@ -110,6 +110,41 @@ def sample_dirichlet(alpha: Tensor, generator: torch.Generator) -> Tensor:
     return g / g.sum(-1, keepdim=True)
 
 
+PAIR_MODES = ("random", "same", "different")
+
+
+def choose_partners(t: Tensor, generator: torch.Generator, mode: str = "random") -> Tensor:
+    """Partner index ``(B,)`` for each row of targets ``t`` (B, C).
+
+    ``random``: a random permutation. ``same`` / ``different``: a random other sample whose target is equal /
+    different (BC learning's pairs; AutoMix Table 6, "label conflict"); a row with no such sample gets any other
+    sample. Vectorised: random scores over a (B, B) matrix, disallowed pairs masked, argmax per row.
+    """
+    if mode not in PAIR_MODES:
+        raise ValueError(f"pair mode must be one of {PAIR_MODES}, got {mode!r}")
+    b = t.shape[0]
+    if mode == "random":
+        return torch.randperm(b, generator=generator).to(t.device, non_blocking=True)
+    scores = torch.rand(b, b, generator=generator).to(t.device, non_blocking=True)
+    equal = (t[:, None, :] == t[None, :, :]).all(-1)
+    allowed = equal if mode == "same" else ~equal
+    others = ~torch.eye(b, dtype=torch.bool, device=t.device)
+    allowed = allowed & others
+    allowed = torch.where(allowed.any(1, keepdim=True), allowed, others)
+    return torch.where(allowed, scores, scores.new_full((), -1.0)).argmax(1)
+
+
+def mix_at(model, h: Tensor, k: int, t: Tensor, lam: Tensor, perm: Tensor,
+           lam_target: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """Mix the hidden state ``h = stages[:k](x)`` with ``lam`` (may require grad), run ``stages[k:]``, pool and
+    head; targets mixed with ``lam_target`` (default ``lam``), always detached. Returns ``(logits, t_mix)``."""
+    perm = perm.to(h.device, non_blocking=True)
+    h = interpolate(h, h[perm], lam.to(h.device))
+    logits = model.head(model.pool(model.forward_features(h, k, None)))
+    lam_target = (lam if lam_target is None else lam_target).detach().to(t.device)
+    return logits, interpolate(t, t[perm], lam_target)
+
+
 # ----------------------------------------------------------------------------------------------- classes
 @dataclass
 class MixInfo:
@@ -136,6 +171,8 @@ class Method(nn.Module):
     name = "method"
     #: True if ``training_loss`` needs a :class:`mixlab.models.StagedNet` (feature-space methods).
     needs_stages = False
+    #: True if the method cannot mix before ``setup(context)`` (or its own loading) gave it trained parts
+    needs_setup = False
     #: bumped when a change of default changes what the method trains; part of the run id when > 0, so a
     #: results store never hands back a run made with the old defaults
     revision = 0
@@ -292,6 +329,13 @@ class MixCollate:
             raise TypeError("MixCollate expects samples (x, y); got batches of type " + type(batch).__name__)
         x, y = batch[0], batch[1]
         return self.mixer(x, y)
+
+
+def is_plain_input_mixer(method: Method) -> bool:
+    """True for a stateless input-space mixer: ``mix(x, t)`` is all it does (the default training loss, no set-up
+    hook). ``mixer(x, y)`` works on any float batch; tests check every one alike, benchmarks give them one budget."""
+    return (isinstance(method, InputMixer) and type(method).training_loss is InputMixer.training_loss
+            and not hasattr(method, "setup") and not method.needs_setup)
 
 
 class ERM(InputMixer):

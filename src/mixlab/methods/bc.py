@@ -11,21 +11,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .base import InputMixer, MixInfo, interpolate
-
-
-def different_class_partners(t: Tensor, generator: torch.Generator) -> Tensor:
-    """For each row of targets ``t`` (B, C) a random partner whose target differs; any partner if none does.
-
-    Vectorised: random scores over a (B, B) matrix, same-target pairs masked out, argmax per row.
-    """
-    b = t.shape[0]
-    scores = torch.rand(b, b, generator=generator).to(t.device, non_blocking=True)
-    different = (t[:, None, :] != t[None, :, :]).any(-1)
-    masked = torch.where(different, scores + 1.0, scores.new_zeros(()))
-    masked.fill_diagonal_(-1.0)
-    fallback = torch.where(different.any(1, keepdim=True), masked, scores.fill_diagonal_(-1.0))
-    return fallback.argmax(1)
+from .base import InputMixer, MixInfo, choose_partners, interpolate
 
 
 class BetweenClass(InputMixer):
@@ -42,7 +28,7 @@ class BetweenClass(InputMixer):
         self.plus = plus
 
     def mix(self, x: Tensor, t: Tensor):
-        index = different_class_partners(t, self.generator)
+        index = choose_partners(t, self.generator, "different")
         r = torch.rand(x.shape[0], generator=self.generator)
         self.last = MixInfo(r, index)
         r_d = r.to(x.device, non_blocking=True)

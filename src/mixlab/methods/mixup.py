@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .base import InputMixer, Method, MixInfo, check_alpha, interpolate, sample_beta, soft_cross_entropy
+from .base import InputMixer, Method, MixInfo, check_alpha, interpolate, mix_at, sample_beta, soft_cross_entropy
 
 
 class Mixup(InputMixer):
@@ -34,8 +34,11 @@ class Mixup(InputMixer):
         lam = sample_beta(self.alpha, self.generator, (batch_size,) if self.per_sample else ())
         return lam, torch.randperm(batch_size, generator=self.generator)
 
-    def apply(self, x: Tensor, t: Tensor, lam: Tensor, perm: Tensor, lam_target: Tensor | None = None):
-        """Mix with given parameters. ``lam`` may require grad (AMP); ``lam_target`` defaults to ``lam``."""
+    def mix_with(self, x: Tensor, t: Tensor, lam: Tensor, perm: Tensor, lam_target: Tensor | None = None):
+        """Mix with given parameters. ``lam`` may require grad (AMP); ``lam_target`` defaults to ``lam``.
+
+        (Not ``apply``: that is :meth:`torch.nn.Module.apply`, which ``model.apply(init_fn)`` calls on every
+        submodule, a mixer held by a model included.)"""
         perm = perm.to(x.device, non_blocking=True)
         lam_target = lam if lam_target is None else lam_target
         return interpolate(x, x[perm], lam), interpolate(t, t[perm], lam_target)
@@ -43,7 +46,7 @@ class Mixup(InputMixer):
     def mix(self, x, t):
         lam, perm = self.sample(x.shape[0])
         self.last = MixInfo(lam, perm)
-        return self.apply(x, t, lam, perm)
+        return self.mix_with(x, t, lam, perm)
 
 
 class ManifoldMixup(Method):
@@ -75,12 +78,7 @@ class ManifoldMixup(Method):
     def mixed_forward(self, model, x: Tensor, t: Tensor, k: int, lam: Tensor, perm: Tensor,
                       lam_target: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Run stages ``[0, k)``, mix, run the rest; returns ``(logits, mixed targets)``."""
-        perm = perm.to(x.device, non_blocking=True)
-        h = model.forward_features(x, 0, k)
-        h = interpolate(h, h[perm], lam)
-        logits = model.head(model.pool(model.forward_features(h, k, None)))
-        lam_target = lam if lam_target is None else lam_target
-        return logits, interpolate(t, t[perm], lam_target)
+        return mix_at(model, model.forward_features(x, 0, k), k, t, lam, perm, lam_target)
 
     def training_loss(self, model, x, targets, loss_fn=soft_cross_entropy):
         targets = self.loss_targets(x, targets)

@@ -41,6 +41,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..data.augment import denormalize
 from ..ot import graphcut
 from .base import Method, MixInfo, check_alpha, interpolate, sample_beta, soft_cross_entropy
 from .saliency import block_saliency, check_images, input_saliency, largest_divisor, picture_model
@@ -50,11 +51,7 @@ MAX_TRANSPORT_GRID = 16
 
 def _pixels(x: Tensor, mean, std) -> Tensor:
     """Inputs back in [0, 1] pixel units for the smoothness term (``x * std + mean``; identity when not given)."""
-    if mean is None:
-        return x
-    shape = (1, -1, 1, 1)
-    return (x * torch.as_tensor(std, device=x.device, dtype=x.dtype).reshape(shape)
-            + torch.as_tensor(mean, device=x.device, dtype=x.dtype).reshape(shape))
+    return x if mean is None else denormalize(x, mean, std)
 
 
 def border_penalty(a: Tensor, b: Tensor, cells: tuple[int, int]) -> tuple[Tensor, Tensor]:

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .base import Method, MixInfo, check_alpha, interpolate, sample_beta, soft_cross_entropy
+from .base import Method, MixInfo, check_alpha, mix_at, sample_beta, soft_cross_entropy
 
 
 def softmax_bce(logits: Tensor, targets: Tensor, reduction: str = "mean") -> Tensor:
@@ -35,17 +35,6 @@ def pick_loss(name: str, default):
     if name not in LOSSES:
         raise ValueError(f"loss must be one of {', '.join(LOSSES)}, got {name!r}")
     return LOSSES[name] or default
-
-
-def mix_at(model, h: Tensor, k: int, t: Tensor, lam: Tensor, perm: Tensor,
-           lam_target: Tensor | None = None) -> tuple[Tensor, Tensor]:
-    """Mix the hidden state ``h = stages[:k](x)`` with ``lam`` (may require grad), run ``stages[k:]``, pool and
-    head; targets mixed with ``lam_target`` (default ``lam``), always detached. Returns ``(logits, t_mix)``."""
-    perm = perm.to(h.device, non_blocking=True)
-    h = interpolate(h, h[perm], lam.to(h.device))
-    logits = model.head(model.pool(model.forward_features(h, k, None)))
-    lam_target = (lam if lam_target is None else lam_target).detach().to(t.device)
-    return logits, interpolate(t, t[perm], lam_target)
 
 
 class StageMixup(Method):

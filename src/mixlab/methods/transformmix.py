@@ -317,6 +317,7 @@ class TransformMix(PixelSpaceMixer):
     """
 
     name = "transformmix"
+    needs_setup = True  # a searched module and a teacher: setup(context), mixer_from, or attach()
     revision = 3  # 1: teacher_temperature="auto" by default (was the paper's 1); 2: lambda_prior=True;
     # 3: zero_mask_head=True
 

@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import json
 import math
-import platform
 import sqlite3
 import time
 from pathlib import Path
 
-from .._version import __version__
+from ..machine import versions
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -47,16 +46,6 @@ CREATE TABLE IF NOT EXISTS evals (
 
 COLUMNS = ("run_id", "created", "protocol", "method", "dataset", "model", "seed", "epochs", "test_error",
            "test_top5_error", "train_seconds", "samples_per_second", "config", "metrics", "versions", "status")
-
-
-def versions() -> dict:
-    import numpy
-    import torch
-
-    return {"mixlab": __version__, "torch": torch.__version__, "numpy": numpy.__version__,
-            "python": platform.python_version(), "platform": platform.platform(),
-            "cuda": torch.version.cuda if torch.cuda.is_available() else None,
-            "cpu_capability": torch.backends.cpu.get_cpu_capability(), "torch_threads": torch.get_num_threads()}
 
 
 class ResultsStore:

@@ -10,7 +10,7 @@ from typing import Callable
 import torch
 from torch import Tensor, nn
 
-from ..metrics import average_precision, mean_average_precision
+from ..metrics import average_precision, mean_average_precision, topk_correct
 
 
 @torch.no_grad()
@@ -28,19 +28,15 @@ def evaluate(model: nn.Module, x: Tensor, y: Tensor, augment: Callable[..., Tens
     """Top-1 / top-5 error (percent) and mean CE of ``model`` on uint8 images ``x`` with labels ``y``."""
     model.eval()
     n, num_classes = x.shape[0], None
-    top1 = torch.zeros((), device=x.device)
-    top5 = torch.zeros((), device=x.device)
+    correct = torch.zeros(2, dtype=torch.long, device=x.device)  # top-1, top-5
     total_loss = torch.zeros((), device=x.device)
     for i in range(0, n, batch_size):
         logits = model(augment(x[i:i + batch_size], train=False)).float()
         yb = y[i:i + batch_size]
         num_classes = logits.shape[1]
-        k = min(5, num_classes)
-        topk = logits.topk(k, dim=1).indices
-        top1 += (topk[:, 0] == yb).sum()
-        top5 += (topk == yb[:, None]).any(1).sum()
+        correct += topk_correct(logits, yb, (1, 5))
         total_loss += nn.functional.cross_entropy(logits, yb, reduction="sum")
-    correct1, correct5, loss = int(top1), int(top5), float(total_loss)
+    (correct1, correct5), loss = correct.tolist(), float(total_loss)
     return {"test_error": 100.0 * (1 - correct1 / n),
             "test_top5_error": 100.0 * (1 - correct5 / n) if num_classes and num_classes > 5 else None,
             "test_loss": loss / n, "test_size": n}

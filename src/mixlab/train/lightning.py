@@ -17,7 +17,9 @@ import lightning.pytorch as pl
 import torch
 from torch import Tensor, nn
 
-from ..methods.base import InputMixer, Method, derive_seed
+from ..methods.base import InputMixer, Method
+from ..metrics import topk_correct
+from ..seeding import derive_seed
 from ..models.adapter import stage
 from ..registry import METHODS
 
@@ -72,7 +74,7 @@ class MixModule(pl.LightningModule):
         x, y = batch[0], batch[1]
         logits = self.model(x)
         self.log("val_loss", nn.functional.cross_entropy(logits, y))
-        self.log("val_error", 100.0 * (logits.argmax(1) != y).float().mean())
+        self.log("val_error", 100.0 * (1 - topk_correct(logits, y, (1,))[0].float() / len(y)))
 
     def configure_optimizers(self):
         params = list(self.model.parameters()) + [p for p in self.method.parameters() if p.requires_grad]

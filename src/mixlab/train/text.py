@@ -20,6 +20,7 @@ from torch import Tensor, nn
 from ..data.subsets import per_class_indices
 from ..data.text import Vocab, kim_tokenize, pad_ids
 from ..methods.base import ERM, InputMixer, as_targets, soft_cross_entropy
+from ..metrics import topk_correct
 from ..registry import DATASETS, MODELS
 from .engine import Trainer
 
@@ -149,7 +150,7 @@ class TextTrainer(Trainer):
             idx = torch.arange(i, min(i + batch_size, len(lengths)))
             logits = self.model(self.cut(x, lengths, idx)).float()
             yb = y[i:i + batch_size]
-            wrong += (logits.argmax(1) != yb).sum()
+            wrong += len(yb) - topk_correct(logits, yb, (1,))[0]
             ce += nn.functional.cross_entropy(logits, yb, reduction="sum")
         n = len(lengths)
         return 100.0 * float(wrong) / n, float(ce) / n

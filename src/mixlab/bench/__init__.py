@@ -1,0 +1,1 @@
+"""Benchmarks: what methods, solvers and the engine cost, measured against a baseline in the same run."""
