@@ -6,7 +6,8 @@ import torch
 
 import mixlab
 from mixlab.cli import main
-from mixlab.cli.perf import GOAL_METHODS, Bench, Builder, goal_for, method_kwargs, plain_loop_epoch
+from mixlab.bench.perf import GOAL_METHODS, Bench, Builder, goal_for, plain_loop_epoch
+from mixlab.cli.perf import method_kwargs
 
 FIELDS = dict(dataset="digits", model="cnn11", model_kwargs={"width": 0.25}, subset_per_class=10, batch_size=16,
               crop_padding=0, flip=False, lr=0.01, epochs=1, test_limit=1)
@@ -55,7 +56,7 @@ def test_perf_adapter_pairs_the_adapted_and_the_staged_model(capsys):
         assert row["adapter_step_ms"] > 0 and row["staged_step_ms"] > 0 and row["ratio"] > 0, name
         assert row["target"] == 1.02
     assert "adapter ms" in out
-    from mixlab.cli.perf import adapted, stage_methods
+    from mixlab.bench.perf import adapted, stage_methods
 
     assert {"manifold", "alignmix", "multimix", "dense-multimix", "amp+sentmixup"} <= set(stage_methods())
     staged = mixlab.create_model("preactresnet18", num_classes=3, width=4).eval()
@@ -70,6 +71,7 @@ def test_bench_step_is_the_engine_step_and_memory_scales_with_batch(tmp_path):
     builder = Builder(FIELDS, str(tmp_path))
     small, large = Bench(builder.trainer("erm"), 8), Bench(builder.trainer("erm"), 16)
     assert builder.shared is not None and small.trainer.x_train is large.trainer.x_train  # data loaded once
+    assert "load_data" not in vars(small.trainer)  # through the engine's hook in a subclass, not a patched instance
     before = [p.detach().clone() for p in small.trainer.model.parameters()]
     small.step()
     assert any(not torch.equal(p, q) for p, q in zip(small.trainer.model.parameters(), before))

@@ -75,7 +75,7 @@ def test_aligned_features_equal_the_reference(direction):
 
 
 def test_authors_baseline_solves_the_same_problem():
-    from mixlab.cli.bench_ot import authors_sinkhorn
+    from mixlab.bench.ot import authors_sinkhorn
 
     x, y = feature_points(4, 9, 9, 3, torch.float64)
     ours = sinkhorn(x, y, 1.0, max_iter=300, tol=0)

@@ -4,8 +4,8 @@ from ..config import TrainConfig
 from .custom import CustomTrainer
 from .engine import RunLocked, Trainer, run_unless_locked
 from .evaluation import evaluate
-from .runs import make_trainer, train, train_missing
+from .runs import make_trainer, train, train_missing, trainer_class
 from .text import TextTrainer
 
 __all__ = ["CustomTrainer", "RunLocked", "TextTrainer", "TrainConfig", "Trainer", "evaluate", "make_trainer",
-           "run_unless_locked", "train", "train_missing"]
+           "run_unless_locked", "train", "train_missing", "trainer_class"]
