@@ -252,7 +252,7 @@ def test_killed_sweep_resumes_without_rerunning_finished_runs(tmp_path, monkeypa
     monkeypatch.setitem(PROTOCOLS, "test-tiny", Protocol(
         "test-tiny", "digits, 1 epoch", dict(TINY, subset_per_class=10, test_limit=100), ("erm", "mixup"), trials=2))
     rep = reproduce.Reproduction("test-tiny", "tiny", (reproduce.Table(
-        "t", reproduce._rows([("Baseline", "erm"), ("Mixup", "mixup"), ("Missing", "no-such-method")]),
+        "t", reproduce.rows([("Baseline", "erm"), ("Mixup", "mixup"), ("Missing", "no-such-method")]),
         (reproduce.Column("digits", "test-tiny", "test-tiny"), reproduce.Column("absent", "no-such-protocol", "no-such-protocol"),
          reproduce.Column("OOD", "test-tiny", "test-tiny", value="eval:accuracy:top1_error"))),),)
     monkeypatch.setitem(reproduce.REPRODUCTIONS, "test-tiny", rep)
@@ -292,7 +292,7 @@ def test_reproduction_skips_a_run_another_process_is_training(tmp_path, monkeypa
     monkeypatch.setitem(PROTOCOLS, "test-tiny", Protocol(
         "test-tiny", "digits, 1 epoch", dict(TINY, subset_per_class=10, test_limit=100), ("erm", "mixup"), trials=1))
     rep = reproduce.Reproduction("test-tiny", "tiny", (reproduce.Table(
-        "t", reproduce._rows([("Baseline", "erm"), ("Mixup", "mixup")]),
+        "t", reproduce.rows([("Baseline", "erm"), ("Mixup", "mixup")]),
         (reproduce.Column("digits", "test-tiny", "test-tiny"),)),))
     monkeypatch.setitem(reproduce.REPRODUCTIONS, "test-tiny", rep)
     config = PROTOCOLS["test-tiny"].train_config("mixup", 0)

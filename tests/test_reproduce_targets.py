@@ -14,7 +14,7 @@ ABSOLUTE = re.compile(r"(^|[\s`'\"(=])(/|~/|[A-Za-z]:\\\\)[\w.-]")  # a path fro
 @pytest.fixture
 def all_staged(monkeypatch):
     """Resolve as on a machine where every dataset is staged (the targets themselves are under test)."""
-    monkeypatch.setattr(reproduce, "dataset_state", lambda name, data_dir: "staged")
+    monkeypatch.setattr(reproduce.run, "dataset_state", lambda name, data_dir: "staged")
 
 
 @pytest.mark.parametrize("quick", [False, True], ids=["full", "quick"])
@@ -69,7 +69,7 @@ def test_dry_run_prints_every_cell_and_writes_nothing(tmp_path, capsys, all_stag
 
 def test_dry_run_fails_on_a_cell_without_a_documented_reason(tmp_path, capsys, monkeypatch, all_staged):
     rep = reproduce.Reproduction("test-broken", "broken", (reproduce.Table(
-        "t", reproduce._rows([("Mixup", "mixup"), ("Unknown", "no-such-method"), ("StyleCutMix", "stylecutmix")]),
+        "t", reproduce.rows([("Mixup", "mixup"), ("Unknown", "no-such-method"), ("StyleCutMix", "stylecutmix")]),
         (reproduce.Column("digits", "digits-quick", "digits-quick"),
          reproduce.Column("typo", "no-such-protocol", "no-such-protocol"))),),)
     monkeypatch.setitem(reproduce.REPRODUCTIONS, "test-broken", rep)
@@ -91,7 +91,7 @@ def test_report_commands_show_placeholders_not_machine_paths(tmp_path, monkeypat
         "test-tiny", "digits, 1 epoch", dict(dataset="digits", model="cnn11", model_kwargs={"width": 0.25},
                                               epochs=1, subset_per_class=5, test_limit=50), ("erm",), trials=1))
     monkeypatch.setitem(reproduce.REPRODUCTIONS, "test-tiny", reproduce.Reproduction("test-tiny", "tiny", (
-        reproduce.Table("t", reproduce._rows([("Baseline", "erm")]), (reproduce.Column("d", "test-tiny", "test-tiny"),),
+        reproduce.Table("t", reproduce.rows([("Baseline", "erm")]), (reproduce.Column("d", "test-tiny", "test-tiny"),),
                         figure=None),)))
     out, report = tmp_path / "out", tmp_path / "report"
     argv = ["reproduce", "test-tiny", "--quick", "--out", str(out), "--data-dir", str(tmp_path / "data"),
