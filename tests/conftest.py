@@ -1,8 +1,12 @@
 import os
 from pathlib import Path
 
-import pytest
-import torch
+# Threads that wait for work sleep instead of spinning (GNU OpenMP reads this when torch loads it): on a shared or
+# busy machine a spinning second thread made one three-second engine run take minutes. Numbers do not change.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
