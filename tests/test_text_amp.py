@@ -455,6 +455,7 @@ def test_learning_curves_and_where_they_level_off(tmp_path, capsys):
     assert levelled_off(steps, values, window=3, tol=0.5) == 700
     assert levelled_off(steps, [10 - 2 * i for i in range(10)], window=3) == 1000  # still falling: the last step
     assert levelled_off(steps[:2], values[:2]) is None
+    assert levelled_off(steps, [20, 15, 12, 11, 10, 10, 11, 12, 13, 14], window=3, tol=0.5) == 600  # over-fits later
     history = [{"step": s, "dev_error": v, "test_error": v} for s, v in zip(steps, values)] + [{"epoch": 3}]
     store = ResultsStore(tmp_path)
     for fold in (0, 1):

@@ -58,6 +58,6 @@ def plot_curves(runs: list[dict], path: str) -> None:
         for label, (steps, values) in series.items():
             at = levelled_off(steps, values)
             print(f"{dataset:<10}{label:<28} dev error {values[-1]:6.2f}% at step {steps[-1]}; levelled off at step "
-                  f"{at} (5-evaluation moving average within 1 point of its lowest)")
+                  f"{at} (where the 5-evaluation moving average first comes within 1 point of its lowest)")
     panels = [(series, "dev error %", dataset) for dataset, series in curves.items()]
     print(f"curves: {two_panel_plot(panels, path, 'step', 'dev error during training')}")

@@ -232,14 +232,13 @@ def step_curves(runs: list[dict], key: str = "dev_error") -> dict[str, dict[str,
 
 
 def levelled_off(steps: list, values: list, window: int = 5, tol: float = 1.0):
-    """The first step from which the moving average of ``values`` (over ``window`` evaluations) stays within
-    ``tol`` (points) of its lowest value: where a learning curve has levelled off (None if it never has ``window``
-    points)."""
+    """Where a learning curve has levelled off: the first step at which the moving average of ``values`` (over
+    ``window`` evaluations) comes within ``tol`` (points) of its lowest value. A curve that rises again later
+    (over-fitting) levels off before it rises; one still falling gives its last step. None if it has fewer than
+    ``window`` points."""
     if len(values) < window:
         return None
     avg = [sum(values[i - window + 1:i + 1]) / window for i in range(window - 1, len(values))]
     low = min(avg)
-    first = len(avg) - 1
-    while first > 0 and avg[first - 1] <= low + tol:
-        first -= 1
+    first = next(i for i, a in enumerate(avg) if a <= low + tol)
     return steps[first + window - 1]
