@@ -270,6 +270,9 @@ def test_killed_sweep_resumes_without_rerunning_finished_runs(tmp_path, monkeypa
         reproduce.run_reproduction("test-tiny", out=tmp_path, quick=True, log=lambda *a: None)
     finished = {r["run_id"]: r["created"] for r in ResultsStore(tmp_path).runs()}
     assert len(finished) == 2
+    calls.clear()  # --report-only: a report from the two finished runs, nothing trained
+    partial = reproduce.run_reproduction("test-tiny", out=tmp_path, quick=True, log=lambda *a: None, train=False)
+    assert calls == [] and "**2 not trained**" in partial.read_text()
     calls.clear()
     path = reproduce.run_reproduction("test-tiny", out=tmp_path, quick=True, log=lambda *a: None)
     assert len(calls) == 2 and not set(calls) & set(finished), "finished runs were trained again"

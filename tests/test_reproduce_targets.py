@@ -97,6 +97,8 @@ def test_report_commands_show_placeholders_not_machine_paths(tmp_path, monkeypat
     argv = ["reproduce", "test-tiny", "--quick", "--out", str(out), "--data-dir", str(tmp_path / "data"),
             "--report-dir", str(report), "--no-progress"]
     monkeypatch.setattr("sys.argv", ["mixlab", *argv])
+    assert main([*argv, "--report-only"]) == 0  # nothing trained yet, and the report says so
+    assert "**1 not trained**" in (report / "report.md").read_text() and not list(out.glob("runs/*"))
     assert main(argv) == 0
     text = (report / "report.md").read_text()
     assert "`mixlab reproduce test-tiny --quick --out OUT --data-dir DATA --report-dir REPORT_DIR --no-progress`" in text

@@ -22,6 +22,9 @@ def add_parser(sub) -> None:
                    help="print every cell's resolution (protocol, method, options, run ids, available or why not) "
                         "without training or writing anything; exit 1 if a cell is unavailable without a "
                         "documented reason")
+    p.add_argument("--report-only", action="store_true",
+                   help="train nothing: write the report from the runs already in --out (a cell counts the trials "
+                        "whose runs are all there; the report says how many runs are missing)")
     p.add_argument("--no-progress", action="store_true")
     add_common(p, training=True)
     p.set_defaults(func=run)
@@ -71,7 +74,8 @@ def run(args) -> int:
     command = shown_command(sys.argv[1:]) if sys.argv[1:2] == ["reproduce"] else None
     path = run_reproduction(args.name, out=args.out, quick=args.quick, trials=args.trials, data_dir=args.data_dir,
                             device=args.device, report_dir=args.report_dir,
-                            progress=False if args.no_progress else None, command=command, threads=args.threads)
+                            progress=False if args.no_progress else None, command=command, threads=args.threads,
+                            train=not args.report_only)
     print(f"report: {path}")
     diverged = json.loads((path.parent / "results.json").read_text()).get("diverged", [])
     if diverged:

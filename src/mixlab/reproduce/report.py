@@ -23,7 +23,8 @@ def fmt_paper(v: tuple[float, float | None]) -> str:
 
 
 def write_report(rep: Reproduction, grid, quick: bool, report_dir: Path, out, wall: float, trained: int,
-                 total: int, data_dir, command: str | None, skipped: int = 0, diverged: list | None = None) -> Path:
+                 total: int, data_dir, command: str | None, skipped: int = 0, diverged: list | None = None,
+                 missing: int = 0) -> Path:
     from ..protocols import PROTOCOLS
 
     numbers = paper_numbers()
@@ -36,7 +37,9 @@ def write_report(rep: Reproduction, grid, quick: bool, report_dir: Path, out, wa
               f"- machine: {m['cpu']}, {m['cores']} cores, torch {m['torch']} with {m['torch_threads']} threads, "
               f"python {m['python']}, {m['platform']}" + (f", GPU {m['gpu']}" if m['gpu'] else ""),
               f"- wall time of this invocation: {wall:.0f} s; runs: {total} in all, {trained} trained now, "
-              f"{total - trained - skipped} found in `OUT/results.db` (OUT: the --out folder)"
+              f"{total - trained - skipped - missing} found in `OUT/results.db` (OUT: the --out folder)"
+              + (f", **{missing} not trained** (`--report-only`: the cells count only trials whose runs are all "
+                 f"in the store)" if missing else "")
               + (f", **{skipped} skipped** (another process was training them in this output folder: run the "
                  f"command again when it has finished to include them)" if skipped else "")]
     earlier = invocations(out, rep.name, quick)

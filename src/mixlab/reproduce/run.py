@@ -223,11 +223,13 @@ def read_value(spec: str, run: dict, evals: dict[str, dict]) -> float | None:
 def run_reproduction(name: str, out: str | Path = "mixlab-out", quick: bool = False, trials: int | None = None,
                      data_dir: str | None = None, device: str = "cpu", report_dir: str | Path | None = None,
                      progress: bool | None = None, command: str | None = None, log=print,
-                     threads: int | None = None) -> Path:
+                     threads: int | None = None, train: bool = True) -> Path:
     """Train what is missing, evaluate, write ``report.md`` (+ ``results.json`` and PNGs) to ``report_dir``.
 
     Runs that diverge are listed in the report (and in ``results.json`` under ``diverged``), never averaged;
-    the other runs go on. ``threads``: CPU threads per run (default: the engine's rule)."""
+    the other runs go on. ``threads``: CPU threads per run (default: the engine's rule). ``train=False``
+    (``--report-only``): train nothing; the report shows the trials whose runs are all in the store and says
+    how many runs are missing."""
     from ..eval import run_eval
     from ..eval.common import stored_eval
     from ..results import diverged_runs
@@ -244,23 +246,25 @@ def run_reproduction(name: str, out: str | Path = "mixlab-out", quick: bool = Fa
     todo = [rid for rid in jobs if not store.has_run(rid)]
     log(f"reproduce {name}{' --quick' if quick else ''}: {len(jobs)} runs, {len(jobs) - len(todo)} found in "
         f"{Path(out) / 'results.db'}, {len(todo)} to train")
+    missing = set() if train else set(todo)  # --report-only: not trained, their trials left out
+    todo = todo if train else []
     # runs another process (sharing this --out) is training right now are left out
     _, locked = train_missing([jobs[rid] for rid in todo], out, data_dir, progress, log)
     diverged = {d["run_id"]: d for d in diverged_runs([store.get_run(rid) for rid in jobs
-                                                       if rid not in locked and store.has_run(rid)])}
+                                                       if rid not in locked | missing and store.has_run(rid)])}
     for d in diverged.values():
         log(f"  {describe_diverged(d)}: no value in the report")
     # evaluations the columns read, on every run of the column (skipped when stored)
     todo_evals = [(rid, c.value.split(":")[1]) for t, rows in zip(rep.tables, grid) for r, cells in zip(t.rows, rows)
                   for c, cell in zip(t.columns, cells) if c.value.startswith("eval:") for rid in cell.run_ids
-                  if rid not in locked and rid not in diverged and stored_eval(out, rid, c.value.split(":")[1]) is None]
+                  if rid not in locked | missing and rid not in diverged and stored_eval(out, rid, c.value.split(":")[1]) is None]
     todo_evals = list(dict.fromkeys(todo_evals))
     if todo_evals:
         log(f"reproduce {name}: {len(todo_evals)} evaluations to run")
     for t, rows in zip(rep.tables, grid):
         for r, cells in zip(t.rows, rows):
             for c, cell in zip(t.columns, cells):
-                cell.trials = [ids for ids in cell.trials if not set(ids) & locked]  # only whole trials count
+                cell.trials = [ids for ids in cell.trials if not set(ids) & (locked | missing)]  # whole trials only
                 cell.run_ids = [rid for ids in cell.trials for rid in ids]
                 cell.diverged = [diverged[rid] for rid in cell.run_ids if rid in diverged]
                 kinds = [c.value.split(":")[1]] if c.value.startswith("eval:") else []
@@ -286,8 +290,8 @@ def run_reproduction(name: str, out: str | Path = "mixlab-out", quick: bool = Fa
     trained = len(todo) - len(locked)
     log_invocation(out, {"name": name, "quick": quick, "trials": trials, "command": command, "started": started,
                          "wall_seconds": wall, "trained": trained, "runs": len(jobs), "machine": machine(),
-                         "skipped_locked": len(locked)})
+                         "skipped_locked": len(locked), "missing": len(missing)})
     return write_report(rep, grid, quick, report_dir, out, wall, trained, len(jobs), data_dir, command,
-                        skipped=len(locked), diverged=list(diverged.values()))
+                        skipped=len(locked), diverged=list(diverged.values()), missing=len(missing))
 
 
