@@ -40,7 +40,8 @@ from torch import Tensor
 
 from ..ot import graphcut
 from .base import Method, MixInfo, check_alpha, sample_dirichlet, soft_cross_entropy
-from .saliency import check_images, input_saliency, picture_model
+from .masks import check_images
+from .saliency import input_saliency, picture_model
 
 SCALE = 1e5  # float costs -> integers for the graph cut
 PAIR_HALF = 0.25  # label cost between a half-half label and either of its two inputs

@@ -36,9 +36,12 @@ def clipped_boxes(cy: Tensor, cx: Tensor, h: Tensor, w: Tensor, height: int, wid
 
 
 def check_images(name: str, x: Tensor) -> None:
+    """Clear errors for what no image mixer can use (shared with PuzzleMix and Co-Mixup)."""
     if x.dim() != 4:
         raise ValueError(f"{name} mixes images (B, C, H, W); got shape {tuple(x.shape)} "
                          f"(add a channel axis with x.unsqueeze(1) for (B, H, W) images)")
+    if not x.is_floating_point():
+        raise TypeError(f"{name} needs float images, got {x.dtype}; convert with x.float() / 255")
 
 
 class MaskMixer(InputMixer):

@@ -44,7 +44,8 @@ from torch import Tensor
 from ..data.augment import denormalize
 from ..ot import graphcut
 from .base import Method, MixInfo, check_alpha, interpolate, sample_beta, soft_cross_entropy
-from .saliency import block_saliency, check_images, input_saliency, largest_divisor, picture_model
+from .masks import check_images
+from .saliency import block_saliency, input_saliency, largest_divisor, picture_model
 
 MAX_TRANSPORT_GRID = 16
 

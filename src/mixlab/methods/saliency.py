@@ -1,4 +1,5 @@
-"""What PuzzleMix and Co-Mixup share: the input-gradient saliency, block pooling, and a model for pictures."""
+"""What PuzzleMix and Co-Mixup share: the input-gradient saliency, block pooling, and a model for pictures
+(their image check is :func:`mixlab.methods.masks.check_images`, shared with the mask-based mixers)."""
 from __future__ import annotations
 
 import torch
@@ -44,13 +45,6 @@ def block_saliency(saliency: Tensor, blocks: tuple[int, int]) -> Tensor:
 def largest_divisor(n: int, at_most: int) -> int:
     """The largest divisor of ``n`` that is at most ``at_most`` (at least 1)."""
     return max(d for d in range(1, max(1, min(n, at_most)) + 1) if n % d == 0)
-
-
-def check_images(name: str, x: Tensor) -> None:
-    if x.dim() != 4:
-        raise ValueError(f"{name} mixes images (B, C, H, W); got shape {tuple(x.shape)}")
-    if not x.is_floating_point():
-        raise TypeError(f"{name} needs float images, got {x.dtype}; convert with x.float() / 255")
 
 
 def picture_model(x01: Tensor, targets: Tensor, context: dict, steps: int = 80, seed: int = 0) -> nn.Module:
