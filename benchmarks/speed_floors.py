@@ -32,7 +32,8 @@ def median_ms(values) -> float:
 
 
 def main() -> None:
-    from mixlab.cli.perf import Bench, Builder, base_fields
+    from mixlab.bench.perf import Bench, Builder
+    from mixlab.cli.perf import base_fields
     from mixlab.cli.train import GPU_FLAGS
     from mixlab.methods.base import soft_cross_entropy
     from mixlab.methods.multimix import dirichlet_weights
@@ -48,7 +49,7 @@ def main() -> None:
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     ns = argparse.Namespace(protocol=args.protocol, dataset=None, model=None, subset_per_class=None, batch_size=None,
-                            model_arg=None, device="cpu", **{f: None for f in GPU_FLAGS})
+                            model_arg=None, device="cpu", threads=args.threads, **{f: None for f in GPU_FLAGS})
     if args.no_channels_last:
         ns.channels_last = False
     fields = base_fields(ns)

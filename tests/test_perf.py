@@ -1,5 +1,7 @@
 """``mixlab perf``: structure of the report and the pieces it measures with (no timing assertions)."""
 import json
+import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -55,7 +57,7 @@ def test_perf_adapter_pairs_the_adapted_and_the_staged_model(capsys):
     for name, row in report["adapter"].items():
         assert row["adapter_step_ms"] > 0 and row["staged_step_ms"] > 0 and row["ratio"] > 0, name
         assert row["target"] == 1.02
-    assert "adapter ms" in out
+    assert "adapter ms" in out and report["dispatch"]["adapter_us"] > 0 and "paired difference" in out
     from mixlab.bench.perf import adapted, stage_methods
 
     assert {"manifold", "alignmix", "multimix", "dense-multimix", "amp+sentmixup"} <= set(stage_methods())
@@ -130,3 +132,39 @@ def test_bench_ot_compares_with_pot_on_mnist_pairs(data_root, capsys):
     assert r["backend"] == ("native" if native.available() else "torch")
     if r["backend"] == "native":  # the PyTorch iteration timed in the same runs, as accurate
         assert len(r["torch_backend_seconds_all"]) == 2 and r["torch_backend_l1_max"] < 1e-3
+
+
+def test_perf_trainers_keep_the_threads_asked_for(tmp_path):
+    """--threads reaches the trainers' configs: their setup sets the run's threads (a ResNet's default is every
+    core), which would otherwise change the thread count in the middle of a one-thread measurement."""
+    import argparse
+
+    from mixlab.cli.perf import base_fields
+    from mixlab.cli.train import GPU_FLAGS
+
+    args = argparse.Namespace(protocol=None, dataset=None, model="preactresnet18", subset_per_class=4, batch_size=8,
+                              model_arg=["width=4"], device="cpu", threads=1, **{f: None for f in GPU_FLAGS})
+    fields = base_fields(args)
+    assert fields["threads"] == 1
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        Builder(fields, str(tmp_path)).trainer("erm")
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("script", sorted(p.name for p in (Path(__file__).parents[1] / "benchmarks").glob("*.py")))
+def test_benchmark_scripts_import_and_parse(script):
+    """The stand-alone scripts in benchmarks/ still import what they use from mixlab (``--help`` parses after the
+    imports): a moved module breaks them loudly here, not for the next person who runs one."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).parents[1]
+    env = {**os.environ, "PYTHONPATH": str(root / "src")}
+    done = subprocess.run([sys.executable, str(root / "benchmarks" / script), "--help"], capture_output=True,
+                          text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "usage" in done.stdout

@@ -12,6 +12,7 @@ solvers against their references (POT; AlignMixup's Sinkhorn against the authors
 from __future__ import annotations
 
 import statistics
+import time
 
 from .timing import median_ms, synchronize, timed
 
@@ -265,8 +266,9 @@ def adapted(model):
 
 
 def adapter_comparison(builder: Builder, names: list[str], kwargs: dict, batch_size: int, repeats: int,
-                       warmup: int) -> dict:
-    """Per method: the step on the adapted model against the step on the staged model, alternating (paired)."""
+                       warmup: int, report=None) -> dict:
+    """Per method: the step on the adapted model against the step on the staged model, alternating (paired);
+    ``report(name, row)`` is called as each row is measured."""
     rows = {}
     for name in names:
         try:
@@ -278,7 +280,38 @@ def adapter_comparison(builder: Builder, names: list[str], kwargs: dict, batch_s
                           "ratio": r["step_ratio"], "ratio_range": r["step_ratio_range"], "target": ADAPTER_TARGET}
         except Exception as error:
             rows[name] = {"error": f"{type(error).__name__}: {error}"}
+        if report is not None:
+            report(name, rows[name])
     return rows
+
+
+def dispatch_comparison(repeats: int = 400) -> dict:
+    """The adapter's own cost, free of compute noise: one staged pass (stages to 2, the rest, pool, head) of a
+    tiny PreActResNet-18 (width 4) on one 8x8 image, staged model and adapter alternating; medians in us."""
+    import torch
+
+    from ..models import MODELS
+
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        staged = MODELS.create("preactresnet18", num_classes=10, width=4).eval()
+    net, x = adapted(staged), torch.zeros(1, 3, 8, 8)
+
+    def one_pass(model):
+        return model.head(model.pool(model.forward_features(model.forward_features(x, 0, 2), 2, None)))
+
+    times = {"staged": [], "adapter": []}
+    with torch.no_grad():
+        net.verify(x)
+        for i in range(repeats + 5):
+            for key, model in (("staged", staged), ("adapter", net)):
+                t0 = time.perf_counter()
+                one_pass(model)
+                if i >= 5:
+                    times[key].append(time.perf_counter() - t0)
+    diff = [a - b for a, b in zip(times["adapter"], times["staged"])]
+    return {"staged_us": 1e6 * statistics.median(times["staged"]),
+            "adapter_us": 1e6 * statistics.median(times["adapter"]), "difference_us": 1e6 * statistics.median(diff)}
 
 
 def stage_methods() -> list[str]:

@@ -46,6 +46,9 @@ def base_fields(args) -> dict:
     from ..bench.perf import default_fields
 
     given = {name: getattr(args, name) for name in ("dataset", "model", "subset_per_class", "batch_size", *GPU_FLAGS)}
+    # --threads goes into the trainers' configs: their setup sets a run's threads (every core for a ResNet by
+    # default), which would otherwise change the thread count in the middle of a one-thread measurement
+    given["threads"] = getattr(args, "threads", None)
     return dict(default_fields(args.protocol, model_kwargs=parse_kv(args.model_arg), **given), device=args.device)
 
 
@@ -124,27 +127,32 @@ def goal_lines(rows: dict, engine: dict | None, sinkhorn: dict | None) -> list[s
 def run_adapter(args, builder, fields, names, kwargs, device) -> int:
     import torch
 
-    from ..bench.perf import adapter_comparison
+    from ..bench.perf import adapter_comparison, dispatch_comparison
 
     print(f"device {device}; {fields['model']} {fields['model_kwargs'] or ''} on {fields['dataset']}, batch "
           f"{fields['batch_size']}; median of {args.repeats} paired steps after {args.warmup} warm-up: the model "
           f"through mixlab.stage (named points) vs the staged model")
-    rows = adapter_comparison(builder, names, kwargs, fields["batch_size"], args.repeats, args.warmup)
-    lines = [f"{'method':<18}{'staged ms':>11}{'adapter ms':>12}{'ratio':>8}{'(range)':>13}{'target':>11}"]
-    for name, r in rows.items():
+    print(f"{'method':<18}{'staged ms':>11}{'adapter ms':>12}{'ratio':>8}{'(range)':>13}{'target':>11}", flush=True)
+
+    def line(name, r):  # each row as soon as it is measured (a long run on a loaded machine shows progress)
         if "error" in r:
-            lines.append(f"{name:<18}  skipped: {r['error']}")
-            continue
+            print(f"{name:<18}  skipped: {r['error']}", flush=True)
+            return
         flag = "ok" if r["ratio"] <= r["target"] else "over"
         lo, hi = r["ratio_range"]
-        lines.append(f"{name:<18}{r['staged_step_ms']:>11.2f}{r['adapter_step_ms']:>12.2f}{r['ratio']:>8.3f}"
-                     f"  ({lo:.2f}-{hi:.2f}){r['target']:>7.2f} {flag}")
-    print("\n".join(lines))
+        print(f"{name:<18}{r['staged_step_ms']:>11.2f}{r['adapter_step_ms']:>12.2f}{r['ratio']:>8.3f}"
+              f"  ({lo:.2f}-{hi:.2f}){r['target']:>7.2f} {flag}", flush=True)
+
+    rows = adapter_comparison(builder, names, kwargs, fields["batch_size"], args.repeats, args.warmup, line)
+    dispatch = dispatch_comparison()
+    print(f"dispatch alone (one staged pass of a width-4 PreActResNet-18 on one 8x8 image): staged "
+          f"{dispatch['staged_us']:.0f} us, adapter {dispatch['adapter_us']:.0f} us, paired difference "
+          f"{dispatch['difference_us']:+.0f} us per pass", flush=True)
     if args.json:
         print_json({"device": str(device), "torch": torch.__version__, "dataset": fields["dataset"],
                     "model": fields["model"], "model_kwargs": fields["model_kwargs"],
                     "batch_size": fields["batch_size"], "repeats": args.repeats, "warmup": args.warmup,
-                    "adapter": rows})
+                    "adapter": rows, "dispatch": dispatch})
     return 0
 
 
