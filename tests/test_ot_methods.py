@@ -335,6 +335,10 @@ def test_opttransmix_cache_is_resumable_and_keyed(tmp_path):
     assert float((expected * 255 - c1["x"][:3].float()).abs().max()) <= 0.5 + 1e-3
     m2 = mixlab.create("opttransmix", num_classes=6, reg=0.03, per_image=2, chunk=5, max_iter=200)
     assert load_or_build_cache(m2, x, y, tmp_path, progress=False)["folder"] != c1["folder"]
+    # a new solver revision (which changes the run ids) never reads the old solver's barycenters
+    m3 = mixlab.create("opttransmix", num_classes=6, reg=0.02, per_image=2, chunk=5, max_iter=200)
+    m3.revision = 1
+    assert load_or_build_cache(m3, x, y, tmp_path, progress=False)["folder"] != c1["folder"]
 
 
 # ------------------------------------------------------------------------- feature-space methods

@@ -129,9 +129,12 @@ class OptTransMix(InputMixer):
             self.inner.reseed(seed + 1)
 
     def settings(self) -> dict:
-        """What determines the cached barycenters (part of the cache key)."""
-        return {"reg": self.reg, "ranges": self.ranges, "per_image": self.per_image, "max_iter": self.max_iter,
-                "tol": self.tol, "cache_seed": self.cache_seed}
+        """What determines the cached barycenters (part of the cache key). The method's ``revision`` (bumped when
+        the barycenter solver's numbers change, which also changes the run ids) is in it once not 0, so a run of
+        the new code never reads barycenters the old solver made."""
+        settings = {"reg": self.reg, "ranges": self.ranges, "per_image": self.per_image, "max_iter": self.max_iter,
+                    "tol": self.tol, "cache_seed": self.cache_seed}
+        return {**settings, "revision": self.revision} if self.revision else settings
 
     def barycenters(self, x1: Tensor, x2: Tensor, lam: Tensor) -> Tensor:
         return barycenter_images(x1, x2, lam, self.reg, max_iter=self.max_iter, tol=self.tol)
