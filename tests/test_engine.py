@@ -210,3 +210,15 @@ def test_run_lock_does_not_hold_a_file_its_previous_holder_removed_meanwhile(tmp
         assert len(calls) == 2  # the vanished file was let go, the new one is held
         assert os.fstat(calls[-1]).st_ino == os.stat(tmp_path / "lock").st_ino
     assert not (tmp_path / "lock").exists()
+
+
+def test_a_run_that_fails_before_writing_leaves_no_run_folder(tmp_path):
+    """A missing dataset used to leave an empty ``runs/<id>/`` behind, which looked like a started run."""
+    from mixlab.data import DatasetFileError
+
+    config = TrainConfig(method="erm", **{**SMALL, "dataset": "mnist", "epochs": 1})
+    trainer = Trainer(config, out=tmp_path / "out", data_dir=tmp_path / "empty-data-root", progress=False)
+    (tmp_path / "empty-data-root").mkdir()
+    with pytest.raises(DatasetFileError, match="missing"):
+        trainer.run()
+    assert not trainer.run_dir.exists() and not any((tmp_path / "out" / "runs").glob("*"))

@@ -125,8 +125,11 @@ def run_lock(run_dir: Path):
     A second process on the same run (e.g. two ``mixlab bench`` sharing an ``--out``) gets :class:`RunLocked`
     instead of writing the same checkpoint. The operating system drops the lock when its holder exits, however it
     exits, so a lock file left behind by a killed run is simply locked again; its text (pid and host of the
-    holder) only serves the message. On a platform without ``fcntl`` (Windows) runs are not locked.
+    holder) only serves the message. On a platform without ``fcntl`` (Windows) runs are not locked. A run folder
+    this lock created and the run left empty (it failed before writing anything, e.g. on a missing dataset) is
+    removed on the way out, so ``runs/`` lists only runs that did something.
     """
+    created = not run_dir.exists()
     run_dir.mkdir(parents=True, exist_ok=True)
     path = run_dir / "lock"
     try:
@@ -135,7 +138,11 @@ def run_lock(run_dir: Path):
         yield
         return
     while True:
-        fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o644)
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o644)
+        except FileNotFoundError:  # the previous holder removed the folder it had left empty: make it again
+            run_dir.mkdir(parents=True, exist_ok=True)
+            continue
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -155,6 +162,9 @@ def run_lock(run_dir: Path):
         yield
     finally:
         path.unlink(missing_ok=True)  # while still holding the lock, so nobody locks a file about to vanish
+        if created:
+            with contextlib.suppress(OSError):  # not empty (the run wrote something, or another process waits)
+                run_dir.rmdir()
         os.close(fd)
 
 
