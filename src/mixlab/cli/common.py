@@ -57,6 +57,14 @@ def add_common(p: argparse.ArgumentParser, out_default: str = "mixlab-out", trai
     p.add_argument("--debug", action="store_true", help="show tracebacks (default: off)")
 
 
+def add_jobs(p: argparse.ArgumentParser) -> None:
+    """``--jobs N``: runs trained at once (worker processes), for the commands that train sweeps."""
+    p.add_argument("--jobs", type=positive_int, default=1, metavar="N", help=(
+        "runs trained at once, each in its own process (on a GPU they share it): same run ids, store and numbers "
+        "as one after another; a run's CPU threads are fitted so that N x threads fits the cores unless --threads "
+        "is given (default: 1)"))
+
+
 def parse_kv(pairs: list[str] | None) -> dict:
     """``["alpha=0.2", "plus=true"]`` -> ``{"alpha": 0.2, "plus": True}`` (values parsed as JSON when possible)."""
     out = {}

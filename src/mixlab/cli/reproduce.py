@@ -6,7 +6,7 @@ import json
 import shlex
 import sys
 
-from .common import add_common, apply_threads, positive_int
+from .common import add_common, add_jobs, apply_threads, positive_int
 from .train import EXIT_DIVERGED
 
 
@@ -26,6 +26,7 @@ def add_parser(sub) -> None:
                    help="train nothing: write the report from the runs already in --out (a cell counts the trials "
                         "whose runs are all there; the report says how many runs are missing)")
     p.add_argument("--no-progress", action="store_true")
+    add_jobs(p)
     add_common(p, training=True)
     p.set_defaults(func=run)
 
@@ -68,14 +69,14 @@ def run(args) -> int:
         return 0 if args.list else 2
     if args.dry_run:
         counts = dry_run(args.name, out=args.out, quick=args.quick, trials=args.trials, data_dir=args.data_dir,
-                         device=args.device)
+                         device=args.device, threads=args.threads, jobs=args.jobs)
         return 1 if counts["unexplained"] else 0
     apply_threads(args)
     command = shown_command(sys.argv[1:]) if sys.argv[1:2] == ["reproduce"] else None
     path = run_reproduction(args.name, out=args.out, quick=args.quick, trials=args.trials, data_dir=args.data_dir,
                             device=args.device, report_dir=args.report_dir,
                             progress=False if args.no_progress else None, command=command, threads=args.threads,
-                            train=not args.report_only)
+                            train=not args.report_only, jobs=args.jobs)
     print(f"report: {path}")
     diverged = json.loads((path.parent / "results.json").read_text()).get("diverged", [])
     if diverged:

@@ -1,0 +1,106 @@
+"""``--jobs N``: runs trained side by side in worker processes give the same run ids, store rows and weights as one
+after another (issue 20, "Sweeps")."""
+import dataclasses
+import re
+
+import pytest
+import torch
+
+from mixlab.config import TrainConfig, fit_to_jobs
+from mixlab.results import ResultsStore
+from mixlab.train import train_missing
+
+TINY = dict(dataset="digits", model="cnn11", model_kwargs={"width": 0.125, "fc_dim": 128}, epochs=1, batch_size=64,
+            lr=0.05, subset_per_class=40)
+
+
+def sweep(tmp_path, jobs: int, configs, **kwargs):
+    lines = []
+    out = tmp_path / f"jobs{jobs}"
+    ids, locked = train_missing(configs, out, progress=False, log=lines.append, jobs=jobs, **kwargs)
+    return out, ids, locked, lines
+
+
+def test_jobs_2_gives_the_runs_and_numbers_of_jobs_1(tmp_path):
+    configs = [TrainConfig(method=m, seed=s, **TINY) for m in ("erm", "mixup") for s in (0, 1)]
+    configs.append(TrainConfig(method="mixup", seed=0, **{**TINY, "lr": 1e6}))  # diverges: reported as alone
+    one, ids1, locked1, lines1 = sweep(tmp_path, 1, configs)
+    two, ids2, locked2, lines2 = sweep(tmp_path, 2, configs)
+    assert ids1 == ids2 and len(set(ids1)) == 5 and locked1 == locked2 == set()
+    assert any("2 at a time" in line for line in lines2)
+    for rid in ids1:
+        a, b = ResultsStore(one).get_run(rid), ResultsStore(two).get_run(rid)
+        assert a["status"] == b["status"]
+        for key in ("test_error", "test_top5_error"):
+            assert a[key] == b[key]
+        assert a["metrics"]["history"] == b["metrics"]["history"]  # train losses, epoch by epoch
+        for key in ("diverged_epoch", "diverged_step", "diverged_loss"):
+            assert a["metrics"].get(key) == b["metrics"].get(key)
+        if a["status"] == "diverged":  # stopped in its first epoch: no checkpoint in either store
+            assert not (one / "runs" / rid / "checkpoint.pt").exists()
+            assert not (two / "runs" / rid / "checkpoint.pt").exists()
+            continue
+        wa = torch.load(one / "runs" / rid / "checkpoint.pt", weights_only=False)["model"]
+        wb = torch.load(two / "runs" / rid / "checkpoint.pt", weights_only=False)["model"]
+        assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa), rid
+    diverged = [rid for rid in ids1 if ResultsStore(two).get_run(rid)["status"] == "diverged"]
+    assert len(diverged) == 1
+    for lines in (lines1, lines2):  # each finished run logged once, the diverged one as such
+        assert sum("DIVERGED at epoch 1" in line for line in lines) == 1
+        assert sum(re.search(r"test error \d+\.\d\d%", line) is not None for line in lines) == 4
+    # a second sweep finds every run stored and trains nothing
+    _, again, _, lines = sweep(tmp_path, 2, configs, say_done=True)
+    assert again == ids1 and sum("done already" in line for line in lines) == 5
+
+
+def test_a_failing_run_stops_the_sweep_and_is_named(tmp_path):
+    empty = tmp_path / "no-data"
+    empty.mkdir()
+    configs = [TrainConfig(method="erm", seed=s, **{**TINY, "dataset": "mnist"}) for s in (0, 1)]
+    lines = []
+    with pytest.raises(Exception, match="mnist"):  # raised in a worker (data are loaded there), raised again here
+        train_missing(configs, tmp_path / "out", data_dir=str(empty), progress=False, log=lines.append, jobs=2)
+    assert any("FAILED" in line and "erm seed" in line for line in lines)
+
+
+def test_run_ids_follow_threads_never_jobs(monkeypatch):
+    import mixlab.config as config_module
+
+    monkeypatch.setattr(config_module, "cpu_cores", lambda: 4)
+    small = TrainConfig(method="erm", **TINY)  # one thread by default: fits beside any number of runs
+    assert all(fit_to_jobs(small, n).run_id() == small.run_id() for n in (1, 2, 3, 8))
+    explicit = dataclasses.replace(small, threads=3)  # an explicit count is never changed
+    assert fit_to_jobs(explicit, 4).run_id() == explicit.run_id()
+    wide = TrainConfig(method="erm", dataset="digits", model="preactresnet18")  # parallel_cpu: every core alone
+    assert wide.identity()["threads"] == 4 and fit_to_jobs(wide, 1).run_id() == wide.run_id()
+    fitted = fit_to_jobs(wide, 2)
+    assert fitted.threads == 2 and fitted.run_id() == dataclasses.replace(wide, threads=2).run_id()
+    assert fitted.run_id() != wide.run_id()
+    assert fit_to_jobs(wide, 8).threads == 1  # at least one thread
+    gpu = dataclasses.replace(wide, device="cuda")  # no threads in a GPU run's identity: left alone
+    assert fit_to_jobs(gpu, 2) is gpu
+
+
+def test_a_teacher_trained_by_another_process_is_waited_for(tmp_path, capsys):
+    """TransformMix's teacher is the sweep's erm run of the seed: beside it (--jobs), its setup waits and reuses it."""
+    import threading
+
+    from mixlab.search import run_waiting
+    from mixlab.train import Trainer
+    from mixlab.train.engine import run_lock
+
+    trainer = Trainer(TrainConfig(method="erm", **TINY), out=tmp_path, progress=False, store=False)
+    held, release = threading.Event(), threading.Event()
+
+    def hold():  # another process's lock on the run (flock: another open file conflicts within a process too)
+        with run_lock(trainer.run_dir):
+            held.set()
+            release.wait(30)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    held.wait(30)
+    threading.Timer(0.5, release.set).start()
+    result = run_waiting(trainer, poll_s=0.05)
+    holder.join()
+    assert result["status"] == "ok" and "waiting: " in capsys.readouterr().err
