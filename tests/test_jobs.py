@@ -104,3 +104,23 @@ def test_a_teacher_trained_by_another_process_is_waited_for(tmp_path, capsys):
     result = run_waiting(trainer, poll_s=0.05)
     holder.join()
     assert result["status"] == "ok" and "waiting: " in capsys.readouterr().err
+
+
+def test_perf_sweep_times_the_same_sweep_both_ways(capsys):
+    import json
+
+    from mixlab.cli import main
+
+    # one run, so no worker process to start: the command's plumbing (the worker pool itself: the tests above)
+    code = main(["perf", "--sweep", "--protocol", "digits-quick", "--methods", "mixup", "--trials", "1",
+                 "--epochs", "1", "--jobs", "2", "--json"])
+    text = capsys.readouterr().out
+    r = json.loads(text.strip().splitlines()[-1])
+    assert code == 0 and r["same_numbers"] and r["goal"] is None  # not issue 20's sweep: no goal claimed
+    seq, par = r["sequential"], r["parallel"]
+    assert (seq["jobs"], par["jobs"], seq["runs"], par["runs"]) == (1, 2, 1, 1)
+    assert seq["test_errors"] == par["test_errors"] and len(seq["test_errors"]) == 1
+    for m in (seq, par):
+        assert m["runs_per_hour"] == pytest.approx(3600 * m["runs"] / m["wall_seconds"])
+    assert r["speedup"] == pytest.approx(par["runs_per_hour"] / seq["runs_per_hour"])
+    assert f"{r['speedup']:.2f}x runs per hour" in text and "load average" in text
