@@ -124,3 +124,40 @@ def test_perf_sweep_times_the_same_sweep_both_ways(capsys):
         assert m["runs_per_hour"] == pytest.approx(3600 * m["runs"] / m["wall_seconds"])
     assert r["speedup"] == pytest.approx(par["runs_per_hour"] / seq["runs_per_hour"])
     assert f"{r['speedup']:.2f}x runs per hour" in text and "load average" in text
+
+
+@pytest.mark.slow
+def test_gpu_table4_script_runs_its_cpu_path(tmp_path, data_root):
+    """scripts/gpu_table4.sh (issue 20, "A GPU when one is lent") with MIXLAB_GPU_TABLE4_TINY=1: the same reproduce
+    invocation, made tiny and on the CPU, writes the MNIST(sub) report and keeps the store's results.db beside it."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "MIXLAB_GPU_TABLE4_TINY": "1", "DATA": str(data_root), "STORE": str(tmp_path / "store"),
+           "PYTHON": sys.executable}
+    done = subprocess.run(["bash", str(repo / "scripts" / "gpu_table4.sh"), str(tmp_path / "report")], cwd=repo,
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    report = (tmp_path / "report" / "report.md").read_text()
+    assert "--columns 'MNIST(sub)'" in report and "--jobs 2" in report
+    assert "part of the reproduction only: columns MNIST(sub); methods erm, mixup" in report
+    row = next(line for line in report.splitlines() if line.startswith("| Baseline"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert "(n=1)" in cells[4] and cells[2].startswith("n/a")  # MNIST(sub) ours has a number, MNIST(full) none
+    store = ResultsStore(tmp_path / "store")
+    assert len(store.runs()) == 2 and (tmp_path / "report" / "results.db").exists()
+    assert "exit 0" in (tmp_path / "report" / "log.txt").read_text()
+
+
+def test_reproduce_selection_names_what_it_does_not_know():
+    from mixlab.reproduce import Selection, get_reproduction
+
+    rep = get_reproduction("automix-table4")
+    Selection(columns=("MNIST(sub)",), methods=("erm",)).check(rep)
+    with pytest.raises(ValueError, match=r"--columns: automix-table4 has no 'MNIST sub'; it has MNIST\(full\)"):
+        Selection(columns=("MNIST sub",)).check(rep)
+    with pytest.raises(ValueError, match="--methods: automix-table4 has no 'cutmix'; it has erm, bc"):
+        Selection(methods=("cutmix",)).check(rep)
