@@ -2,6 +2,7 @@
 after another (issue 20, "Sweeps")."""
 import dataclasses
 import re
+from pathlib import Path
 
 import pytest
 import torch
@@ -161,3 +162,36 @@ def test_reproduce_selection_names_what_it_does_not_know():
         Selection(columns=("MNIST sub",)).check(rep)
     with pytest.raises(ValueError, match="--methods: automix-table4 has no 'cutmix'; it has erm, bc"):
         Selection(methods=("cutmix",)).check(rep)
+
+
+@pytest.mark.slow
+def test_ray_tasks_bring_results_and_checkpoints_back_and_retry_killed_workers(tmp_path):
+    """--executor ray on a local Ray instance: every task's worker dies after its first epoch (fault injection), Ray
+    retries it, and it resumes from its last checkpoint: in --out (a shared folder), or sent to the driver's keeper
+    and copied back (as on a cluster without one). Both give the numbers and weights of runs trained one by one."""
+    ray = pytest.importorskip("ray")
+    from mixlab.train.cluster import train_on_ray
+
+    configs = [TrainConfig(method=m, seed=0, **{**TINY, "epochs": 2}) for m in ("erm", "mixup")]
+    texts = [f"  {c.method}" for c in configs]
+    local, ids, _, _ = sweep(tmp_path, 1, configs)
+    ray.init(num_cpus=2, include_dashboard=False, configure_logging=False, log_to_driver=False,
+             runtime_env={"env_vars": {"PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src"),
+                                       "OMP_WAIT_POLICY": "PASSIVE"}})
+    try:
+        for copy_back in (False, True):
+            out, lines = tmp_path / f"ray-{copy_back}", []
+            locked = train_on_ray(configs, texts, out, log=lines.append, copy_back=copy_back, _die_after_epoch=1)
+            assert locked == set() and sum("test error" in line for line in lines) == 2
+            finished = [line for line in lines if "%" in line]
+            assert all(("trained on a node without --out" in line) == copy_back for line in finished)
+            assert all("resumed from its last checkpoint" in line for line in finished)  # the workers did die
+            for rid in ids:
+                a, b = ResultsStore(local).get_run(rid), ResultsStore(out).get_run(rid)
+                assert b is not None and a["test_error"] == b["test_error"]
+                assert a["metrics"]["history"] == b["metrics"]["history"]  # both epochs, the second after a retry
+                wa = torch.load(local / "runs" / rid / "checkpoint.pt", weights_only=False)["model"]
+                wb = torch.load(out / "runs" / rid / "checkpoint.pt", weights_only=False)["model"]
+                assert all(torch.equal(wa[k], wb[k]) for k in wa), (rid, copy_back)
+    finally:
+        ray.shutdown()

@@ -65,12 +65,12 @@ def format_settings(protocol, config, trials: int, overrides: dict) -> str:
 
 
 def run_protocol(protocol, methods, trials, out, data_dir=None, device="cpu", progress=None, overrides=None,
-                 log=print, jobs: int = 1) -> list[dict]:
+                 log=print, jobs: int = 1, executor: str = "local", address: str | None = None) -> list[dict]:
     """Train every (method, seed) of a protocol not yet in the store; return the summary rows and the runs that
     diverged (listed apart, never averaged; the other runs go on).
 
     ``overrides`` replace protocol fields; its ``method_kwargs`` are added to every method's options. ``jobs``:
-    runs trained at once (:func:`mixlab.train.train_missing`)."""
+    runs trained at once, ``executor`` / ``address``: where (:func:`mixlab.train.train_missing`)."""
     from ..checks import positive_int
     from ..results import ResultsStore, describe_diverged, diverged_runs, summarize
     from ..results.store import combine_folds
@@ -86,7 +86,7 @@ def run_protocol(protocol, methods, trials, out, data_dir=None, device="cpu", pr
         return f"  {config.method} seed {config.seed}" + (f" fold {fold}" if fold is not None else "")
 
     run_ids, locked = train_missing([c for trial in trials_configs for c in trial], out, data_dir, progress, log,
-                                    label=label, say_done=True, jobs=jobs)
+                                    label=label, say_done=True, jobs=jobs, executor=executor, address=address)
     store = ResultsStore(out)
     ids = iter(run_ids)
     trials_done = []  # per (method, seed): its run ids (one per fold on a cross-validated protocol)
@@ -162,7 +162,8 @@ def run(args) -> int:
               f"for s = 0, then the next)")
     t0 = time.perf_counter()
     rows, diverged = run_protocol(protocol, methods, trials, args.out, args.data_dir, args.device,
-                                  False if args.no_progress else None, overrides, jobs=args.jobs)
+                                  False if args.no_progress else None, overrides, jobs=args.jobs,
+                                  executor=args.executor, address=args.ray_address)
     wall = time.perf_counter() - t0
     if args.holdout_per_class:
         print(f"errors below are on the validation holdout ({args.holdout_per_class} per class of the training "

@@ -94,7 +94,8 @@ def run(args) -> int:
     path = run_reproduction(args.name, out=args.out, quick=args.quick, trials=args.trials, data_dir=args.data_dir,
                             device=args.device, report_dir=args.report_dir,
                             progress=False if args.no_progress else None, command=command, threads=args.threads,
-                            train=not args.report_only, jobs=args.jobs, selection=selection(args))
+                            train=not args.report_only, jobs=args.jobs, selection=selection(args),
+                            executor=args.executor, address=args.ray_address)
     print(f"report: {path}")
     diverged = json.loads((path.parent / "results.json").read_text()).get("diverged", [])
     if diverged:

@@ -270,14 +270,15 @@ def run_reproduction(name: str, out: str | Path = "mixlab-out", quick: bool = Fa
                      data_dir: str | None = None, device: str = "cpu", report_dir: str | Path | None = None,
                      progress: bool | None = None, command: str | None = None, log=print,
                      threads: int | None = None, train: bool = True, jobs: int = 1,
-                     selection: Selection | None = None) -> Path:
+                     selection: Selection | None = None, executor: str = "local", address: str | None = None) -> Path:
     """Train what is missing, evaluate, write ``report.md`` (+ ``results.json`` and PNGs) to ``report_dir``.
 
     Runs that diverge are listed in the report (and in ``results.json`` under ``diverged``), never averaged;
     the other runs go on. ``threads``: CPU threads per run (default: the engine's rule). ``train=False``
     (``--report-only``): train nothing; the report shows the trials whose runs are all in the store and says
-    how many runs are missing. ``jobs``: runs trained at once (:func:`mixlab.train.train_missing`);
-    ``selection``: only a part of the reproduction (:class:`Selection`, said in the report)."""
+    how many runs are missing. ``jobs``: runs trained at once, ``executor`` / ``address``: where
+    (:func:`mixlab.train.train_missing`); ``selection``: only a part of the reproduction (:class:`Selection`, said
+    in the report)."""
     from ..eval import run_eval
     from ..eval.common import stored_eval
     from ..results import diverged_runs
@@ -297,7 +298,8 @@ def run_reproduction(name: str, out: str | Path = "mixlab-out", quick: bool = Fa
     missing = set() if train else set(todo)  # --report-only: not trained, their trials left out
     todo = todo if train else []
     # runs another process (sharing this --out) is training right now are left out
-    _, locked = train_missing([runs[rid] for rid in todo], out, data_dir, progress, log, jobs=jobs)
+    _, locked = train_missing([runs[rid] for rid in todo], out, data_dir, progress, log, jobs=jobs, executor=executor,
+                              address=address)
     diverged = {d["run_id"]: d for d in diverged_runs([store.get_run(rid) for rid in runs
                                                        if rid not in locked | missing and store.has_run(rid)])}
     for d in diverged.values():

@@ -212,6 +212,13 @@ def run_unless_locked(trainer: "Trainer", log, label: str) -> dict | None:
         return None
 
 
+def outcome(result: dict) -> str:
+    """How a finished run ended, for the sweep's log line."""
+    return (f"DIVERGED at epoch {result['diverged_epoch']}, step {result['diverged_step']} (no test error)"
+            if result["status"] == "diverged" else f"test error {result['test_error']:.2f}%") + \
+        f" ({result['train_seconds']:.1f} s)"
+
+
 def atomic_save(obj: Any, path: Path) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     torch.save(obj, tmp)

@@ -1,35 +1,18 @@
-"""Running configurations: the trainer for a config, one run, and a sweep that trains only what is missing, one
-run after another or ``jobs`` at once in worker processes (:func:`train_missing`)."""
+"""Running configurations: one run, and a sweep that trains only what is missing, one run after another, ``jobs`` at
+once in worker processes, or as Ray tasks (:func:`train_missing`). The trainer for a config: :mod:`.factory`."""
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Callable, Iterable
 
-from torch import nn
-
 from .. import distributed as ddp
 from ..checks import positive_int
 from ..config import TrainConfig, fit_to_jobs, threads_per_job
-from ..data import is_text_dataset
 from ..results import ResultsStore
-from .custom import CustomTrainer
-from .engine import Trainer, run_unless_locked
-from .text import TextTrainer
+from .engine import outcome, run_unless_locked
+from .factory import make_trainer, trainer_class
 
-
-def trainer_class(config: TrainConfig, data_dir: str | None = None) -> type[Trainer]:
-    """The engine class for a configuration of registered data (the one place that picks it by dataset kind)."""
-    return TextTrainer if is_text_dataset(config.dataset, config.data_kwargs, data_dir) else Trainer
-
-
-def make_trainer(config: TrainConfig, model: nn.Module | None = None, train=None, test=None, **kwargs) -> Trainer:
-    """The trainer for a configuration (:func:`trainer_class`; ``kwargs`` go to its constructor).
-
-    ``model``, ``train``, ``test``: a user's own ``nn.Module`` and data (a ``torch.utils.data.Dataset`` or
-    ``DataLoader``) instead of registered names (:class:`mixlab.train.custom.CustomTrainer`)."""
-    if model is not None or train is not None:
-        return CustomTrainer(config, model=model, train=train, test=test, **kwargs)
-    return trainer_class(config, kwargs.get("data_dir"))(config, **kwargs)
+__all__ = ["EXECUTORS", "make_trainer", "outcome", "train", "train_missing", "train_side_by_side", "trainer_class"]
 
 
 def train(config: TrainConfig, **kwargs) -> dict:
@@ -38,10 +21,15 @@ def train(config: TrainConfig, **kwargs) -> dict:
     return make_trainer(config, **kwargs).run(resume=resume)
 
 
+#: how train_missing trains: in this machine's processes, or as tasks on a Ray cluster
+EXECUTORS = ("local", "ray")
+
+
 def train_missing(configs: Iterable[TrainConfig], out: str | Path, data_dir: str | None = None,
                   progress: bool | None = None, log: Callable[[str], None] = print,
                   label: Callable[[TrainConfig, int, int], str] | None = None,
-                  say_done: bool = False, jobs: int = 1) -> tuple[list[str], set[str]]:
+                  say_done: bool = False, jobs: int = 1, executor: str = "local",
+                  address: str | None = None) -> tuple[list[str], set[str]]:
     """Train every config whose run is not in ``<out>/results.db`` yet (resuming from its checkpoint); the rest is
     left as stored. ``label(config, i, n)`` names the ``i``-th of ``n`` runs to train in the log lines (default:
     protocol, method and seed); ``say_done`` logs the runs found already too.
@@ -50,12 +38,16 @@ def train_missing(configs: Iterable[TrainConfig], out: str | Path, data_dir: str
     each one finishes; on a GPU they share the device. A CPU run whose default threads would not fit beside the
     others gets fewer (:func:`mixlab.config.fit_to_jobs`; the run id follows its threads, never ``jobs``): the
     one-thread runs of the CPU protocols keep their ids, so the same runs and numbers as one after another.
+    ``executor="ray"``: the runs as tasks on a Ray cluster (``address``, else ``$RAY_ADDRESS``, else a local
+    instance; :mod:`mixlab.train.cluster`), results and checkpoints coming back into ``out``.
 
     Returns ``(run_ids, locked)``: the run id of every config, in order (as its trainer names it: under torchrun
     it records the world size), and those skipped because another process is training them right now (a second
     sweep on the same ``out``): they are missing still.
     """
     positive_int("jobs", jobs)
+    if executor not in EXECUTORS:
+        raise ValueError(f"unknown executor {executor!r}; use {' or '.join(EXECUTORS)}")
     if jobs > 1 and ddp.env_world_size() > 1:
         raise ValueError(f"jobs={jobs} under torchrun: each run already spans the launched processes; use jobs=1")
     configs = [fit_to_jobs(c, jobs) for c in configs]
@@ -68,7 +60,12 @@ def train_missing(configs: Iterable[TrainConfig], out: str | Path, data_dir: str
             if t not in todo:
                 log(f"{label(t.config, 0, len(todo))}: done already ({t.run_id})")
     texts = {t.run_id: label(t.config, i, len(todo)) for i, t in enumerate(todo, 1)}
-    if jobs > 1 and len(todo) > 1:
+    if executor == "ray" and todo:
+        from .cluster import train_on_ray
+
+        locked = train_on_ray([t.config for t in todo], [texts[t.run_id] for t in todo], out, jobs, data_dir, log,
+                              address)
+    elif jobs > 1 and len(todo) > 1:
         locked = train_side_by_side([t.config for t in todo], [texts[t.run_id] for t in todo], out, jobs,
                                     data_dir, progress, log)
     else:
@@ -80,13 +77,6 @@ def train_missing(configs: Iterable[TrainConfig], out: str | Path, data_dir: str
             else:
                 log(f"{texts[trainer.run_id]}: {outcome(result)}")
     return [t.run_id for t in trainers], locked
-
-
-def outcome(result: dict) -> str:
-    """How a finished run ended, for the sweep's log line."""
-    return (f"DIVERGED at epoch {result['diverged_epoch']}, step {result['diverged_step']} (no test error)"
-            if result["status"] == "diverged" else f"test error {result['test_error']:.2f}%") + \
-        f" ({result['train_seconds']:.1f} s)"
 
 
 def train_side_by_side(configs: list[TrainConfig], texts: list[str], out: str | Path, jobs: int,
