@@ -45,20 +45,35 @@ def sweep_configs(protocol: str = SWEEP_PROTOCOL, methods=SWEEP_METHODS, trials:
     return [c for method in methods for seed in range(trials) for c in p.train_configs(method, seed, **overrides)]
 
 
+def cpu_seconds() -> float | None:
+    """CPU seconds (user + system) of this process and of its children that have ended (None without
+    ``resource``, e.g. on Windows)."""
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - not POSIX
+        return None
+    return sum(u.ru_utime + u.ru_stime for u in (resource.getrusage(resource.RUSAGE_SELF),
+                                                 resource.getrusage(resource.RUSAGE_CHILDREN)))
+
+
 def time_sweep(configs: list, out: str | Path, jobs: int, data_dir: str | None = None, log=print) -> dict:
-    """Train ``configs`` into the empty store ``out``, ``jobs`` at a time; wall time, runs per hour, the load average
-    before and after, and each run's test error (None if it diverged)."""
+    """Train ``configs`` into the empty store ``out``, ``jobs`` at a time; wall time, runs per hour, CPU seconds
+    (this process and its worker processes: what the machine's load does not inflate much, so it shows what the
+    workers cost beyond the runs), the load average before and after, and each run's test error (None if it
+    diverged)."""
     from ..results import ResultsStore
     from ..train import train_missing
 
-    before = load_average()
+    before, cpu0 = load_average(), cpu_seconds()
     t0 = time.perf_counter()
     ids, locked = train_missing(configs, out, data_dir, progress=False, log=log, jobs=jobs)
     wall = time.perf_counter() - t0
+    cpu = None if cpu0 is None else cpu_seconds() - cpu0
     if locked:
         raise RuntimeError(f"{len(locked)} run(s) of the timed sweep were locked by another process; use a fresh --out")
     store = ResultsStore(out)
     return {"jobs": jobs, "runs": len(ids), "wall_seconds": wall, "runs_per_hour": 3600.0 * len(ids) / wall,
+            "cpu_seconds": cpu,
             "load_before": before, "load_after": load_average(),
             "test_errors": {rid: store.get_run(rid)["test_error"] for rid in ids}}
 

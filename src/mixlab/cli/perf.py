@@ -63,7 +63,8 @@ def run_sweep(args) -> int:
           + f"; {r['machine']['cores']} cores ({r['machine']['cpu']})")
     for key, name in (("sequential", "one after another"), ("parallel", f"{r['parallel']['jobs']} at a time")):
         m = r[key]
-        print(f"  {name:<18} {m['runs']} runs in {m['wall_seconds']:.1f} s: {m['runs_per_hour']:.0f} runs/hour "
+        cpu = f", {m['cpu_seconds']:.1f} CPU s" if m["cpu_seconds"] is not None else ""
+        print(f"  {name:<18} {m['runs']} runs in {m['wall_seconds']:.1f} s{cpu}: {m['runs_per_hour']:.0f} runs/hour "
               f"(load average {m['load_before']} before, {m['load_after']} after)")
     goal = r["goal"]
     print(f"  --jobs {r['parallel']['jobs']} / sequential: {r['speedup']:.2f}x runs per hour"
