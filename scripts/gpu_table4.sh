@@ -11,7 +11,8 @@
 # 16 cores), STORE (the results store and checkpoints, default ${TMPDIR:-/tmp}/mixlab-gpu-table4), PYTHON (default
 # python3), LIMIT_S (stop the sweep after this many seconds, default 570: inside one 10-minute device command).
 # STORE's results.db is copied to REPORT_DIR at the end, finished or stopped, and copied back into an empty STORE at
-# the start: on a fresh machine the same command trains only the runs still missing.
+# the start: on a fresh machine the same command trains only the runs still missing. Stopped at LIMIT_S, the script
+# still writes the report (--report-only: the trials whose runs all finished).
 # MIXLAB_GPU_TABLE4_TINY=1: the same script as a CPU smoke test (tests/test_jobs.py): --quick, 1 trial, 1 epoch, the
 # erm and mixup rows, 2 jobs on the CPU; its numbers mean nothing.
 set -euo pipefail
@@ -47,7 +48,9 @@ cp "$STORE/results.db" "$REPORT_DIR/results.db" 2>/dev/null || true
 echo "gpu_table4: exit $code after $(( $(date +%s) - start )) s; load average $(cut -d' ' -f1-3 /proc/loadavg)" \
     | tee -a "$REPORT_DIR/log.txt"
 if [ "$code" = 124 ] || [ "$code" = 130 ]; then
-    echo "gpu_table4: stopped at LIMIT_S=${LIMIT_S:-570} s; finished runs are in STORE=$STORE: run again to finish" \
-        | tee -a "$REPORT_DIR/log.txt"
+    echo "gpu_table4: stopped at LIMIT_S=${LIMIT_S:-570} s; the report below counts the trials finished so far" \
+        "(REPORT_DIR/results.db holds them: run again to train the rest)" | tee -a "$REPORT_DIR/log.txt"
+    "$PYTHON" -m mixlab reproduce automix-table4 --columns 'MNIST(sub)' "${ARGS[@]}" --report-only \
+        --data-dir "$DATA" --out "$STORE" --report-dir "$REPORT_DIR" --no-progress 2>&1 | tee -a "$REPORT_DIR/log.txt"
 fi
 exit "$code"
