@@ -88,9 +88,9 @@ def train_side_by_side(configs: list[TrainConfig], texts: list[str], out: str | 
     Each worker trains one run at a time exactly as :func:`train_missing` does one after another (the run stores
     itself in ``<out>/results.db`` and checkpoints every epoch), with :func:`~mixlab.config.threads_per_job`
     torch threads for its own work outside runs (a CPU run sets its own). Progress: a line now and then per run
-    (no bars: several would overwrite each other). A run locked by one of its siblings (a TransformMix run's
-    teacher is the sweep's ``erm`` run of the seed) is tried again once the others are done; one that stays
-    locked is another sweep's. Ctrl-C (the parent's alone: workers ignore SIGINT) or a failing run stops every
+    (no bars: several would overwrite each other). A run locked by one of its siblings (the sweep's ``erm`` run of
+    a seed while a TransformMix run trains it as its teacher) is tried again once the others are done, and then
+    finds its checkpoint at the end; one that stays locked is another sweep's. Ctrl-C (the parent's alone: workers ignore SIGINT) or a failing run stops every
     worker; what finished is stored, what was in progress keeps its last finished epoch in its checkpoint (the
     same command goes on from there), and the exception is raised again."""
     import multiprocessing
