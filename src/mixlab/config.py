@@ -47,8 +47,29 @@ def default_threads(config: "TrainConfig") -> int:
     """
     model = MODELS.get(config.model, None)
     if getattr(model, PARALLEL_CPU_ATTR, False):
-        return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        return cpu_cores()
     return 1
+
+
+def cpu_cores() -> int:
+    """The CPUs this process may use (its affinity where the platform tells, else every CPU)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def threads_per_job(jobs: int) -> int:
+    """CPU threads for each of ``jobs`` runs trained at once, so that together they fit the cores (at least one)."""
+    return max(1, cpu_cores() // jobs)
+
+
+def fit_to_jobs(config: "TrainConfig", jobs: int) -> "TrainConfig":
+    """``config`` to train beside ``jobs - 1`` others on this machine: a CPU run without ``threads`` whose default
+    (:func:`default_threads`) would not fit gets :func:`threads_per_job`, written into the config. Its run id
+    depends on the threads, as always, never on ``jobs`` itself: a run keeps its id (and its numbers) whenever its
+    threads are the same, e.g. every one-thread run, and an explicit ``threads`` is never changed."""
+    if jobs <= 1 or config.threads is not None or device_kind(config.device) != "cpu":
+        return config
+    fitted = min(default_threads(config), threads_per_job(jobs))
+    return config if fitted == default_threads(config) else dataclasses.replace(config, threads=fitted)
 
 
 @dataclass

@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import dataclasses
 import sys
+import time
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from .config import TrainConfig
+from .locks import RunLocked
 from .seeding import derive_seed
 
 
@@ -95,6 +97,21 @@ def search_module(method, module: nn.Module, x_uint8, targets, augment, seed: in
     return losses
 
 
+def run_waiting(trainer, poll_s: float = 2.0) -> dict:
+    """``trainer.run(resume=True)``, waiting while another process trains the same run (e.g. the sweep's own
+    ``erm`` run of this seed, trained beside this one by ``--jobs``): then it resumes from that run's last
+    checkpoint, which is its end."""
+    said = False
+    while True:
+        try:
+            return trainer.run(resume=True)
+        except RunLocked as error:
+            if not said:
+                print(f"waiting: {error}", file=sys.stderr, flush=True)
+                said = True
+            time.sleep(poll_s)
+
+
 class EngineProvider:
     """What the engine gives methods' ``setup`` (:class:`~mixlab.methods.base.SetupContext` ``provider``):
     teachers trained as runs of the same engine, and search stages on the run's training data."""
@@ -111,7 +128,7 @@ class EngineProvider:
         t = self.trainer
         config = teacher_config(t.config, epochs)
         teacher = type(t)(config, out=t.out, data_dir=t.data_dir, progress=t.progress, store=False)
-        result = teacher.run(resume=True)
+        result = run_waiting(teacher)
         print(f"{t.config.method}: teacher {config.model} on {config.dataset}: test error "
               f"{result['test_error']:.2f}%", file=sys.stderr)
         record = teacher_record(teacher)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import time
 
-from .common import add_common, apply_threads, parse_kv, positive_int, print_json
+from .common import add_common, add_jobs, apply_threads, parse_kv, positive_int, print_json
 from .train import EXIT_DIVERGED
 
 
@@ -21,6 +21,7 @@ def add_parser(sub) -> None:
                         "validation set), not on the test set")
     p.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     p.add_argument("--no-progress", action="store_true")
+    add_jobs(p)
     add_common(p, training=True)
     p.set_defaults(func=run)
 
@@ -64,11 +65,12 @@ def format_settings(protocol, config, trials: int, overrides: dict) -> str:
 
 
 def run_protocol(protocol, methods, trials, out, data_dir=None, device="cpu", progress=None, overrides=None,
-                 log=print) -> list[dict]:
+                 log=print, jobs: int = 1, executor: str = "local", address: str | None = None) -> list[dict]:
     """Train every (method, seed) of a protocol not yet in the store; return the summary rows and the runs that
     diverged (listed apart, never averaged; the other runs go on).
 
-    ``overrides`` replace protocol fields; its ``method_kwargs`` are added to every method's options."""
+    ``overrides`` replace protocol fields; its ``method_kwargs`` are added to every method's options. ``jobs``:
+    runs trained at once, ``executor`` / ``address``: where (:func:`mixlab.train.train_missing`)."""
     from ..checks import positive_int
     from ..results import ResultsStore, describe_diverged, diverged_runs, summarize
     from ..results.store import combine_folds
@@ -84,7 +86,7 @@ def run_protocol(protocol, methods, trials, out, data_dir=None, device="cpu", pr
         return f"  {config.method} seed {config.seed}" + (f" fold {fold}" if fold is not None else "")
 
     run_ids, locked = train_missing([c for trial in trials_configs for c in trial], out, data_dir, progress, log,
-                                    label=label, say_done=True)
+                                    label=label, say_done=True, jobs=jobs, executor=executor, address=address)
     store = ResultsStore(out)
     ids = iter(run_ids)
     trials_done = []  # per (method, seed): its run ids (one per fold on a cross-validated protocol)
@@ -125,6 +127,7 @@ def format_extra(rows: list[dict]) -> str:
 
 
 def run(args) -> int:
+    from ..config import fit_to_jobs
     from ..protocols import PROTOCOLS, get_protocol
     from ..registry import METHODS
     from ..results import describe_diverged
@@ -150,15 +153,17 @@ def run(args) -> int:
     print(f"protocol {protocol.name}: {protocol.description}")
     if protocol.scaling:
         print(f"scaled: {protocol.scaling}")
-    print(format_settings(protocol, protocol.train_config(methods[0], 0, device=args.device, **overrides), trials,
-                          overrides))
+    first = fit_to_jobs(protocol.train_config(methods[0], 0, device=args.device, **overrides), args.jobs)
+    print(format_settings(protocol, first, trials, overrides) + (f", {args.jobs} runs at once" if args.jobs > 1
+                                                                  else ""))
     if protocol.cv_folds:
         print(f"{protocol.cv_folds}-fold cross-validation: each trial is the mean over its "
               f"{protocol.folds_per_trial or protocol.cv_folds} fold run(s) (trial s: folds {protocol.trial_folds(0)} "
               f"for s = 0, then the next)")
     t0 = time.perf_counter()
     rows, diverged = run_protocol(protocol, methods, trials, args.out, args.data_dir, args.device,
-                                  False if args.no_progress else None, overrides)
+                                  False if args.no_progress else None, overrides, jobs=args.jobs,
+                                  executor=args.executor, address=args.ray_address)
     wall = time.perf_counter() - t0
     if args.holdout_per_class:
         print(f"errors below are on the validation holdout ({args.holdout_per_class} per class of the training "

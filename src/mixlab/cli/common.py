@@ -57,6 +57,20 @@ def add_common(p: argparse.ArgumentParser, out_default: str = "mixlab-out", trai
     p.add_argument("--debug", action="store_true", help="show tracebacks (default: off)")
 
 
+def add_jobs(p: argparse.ArgumentParser) -> None:
+    """``--jobs N`` (runs trained at once in worker processes) and ``--executor`` / ``--ray-address`` (Ray tasks),
+    for the commands that train sweeps."""
+    p.add_argument("--jobs", type=positive_int, default=1, metavar="N", help=(
+        "runs trained at once, each in its own process (on a GPU they share it): same run ids, store and numbers "
+        "as one after another; a run's CPU threads are fitted so that N x threads fits the cores unless --threads "
+        "is given (default: 1)"))
+    p.add_argument("--executor", choices=["local", "ray"], default="local", help=(
+        "local: this machine's processes (--jobs); ray: every run a task on a Ray cluster (--ray-address, else "
+        "$RAY_ADDRESS, else a local Ray instance), results and checkpoints back into --out; needs pip install "
+        "'mixlab[ray]'"))
+    p.add_argument("--ray-address", default=None, help="the Ray cluster to join (default $RAY_ADDRESS)")
+
+
 def parse_kv(pairs: list[str] | None) -> dict:
     """``["alpha=0.2", "plus=true"]`` -> ``{"alpha": 0.2, "plus": True}`` (values parsed as JSON when possible)."""
     out = {}

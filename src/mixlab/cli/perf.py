@@ -1,6 +1,6 @@
 """``mixlab perf``: every method's training step against ERM on this device, the speed goals of issue 20, the
-engine against a plain loop, the adapter's overhead (:mod:`mixlab.bench.perf` holds the benchmarks; this module
-parses and prints)."""
+engine against a plain loop, the adapter's overhead, a sweep's runs per hour with and without ``--jobs``
+(:mod:`mixlab.bench.perf` and :mod:`mixlab.bench.sweep` hold the benchmarks; this module parses and prints)."""
 from __future__ import annotations
 
 import tempfile
@@ -37,9 +37,43 @@ def add_parser(sub) -> None:
                    help="instead: each method's step on the model wrapped by mixlab.stage (its stages named as mixing "
                         "points, as a user's own model would be) against the same staged model (goal <= 1.02x); "
                         "default methods: those that run the stages, and erm")
+    from ..bench.sweep import SWEEP_GOAL, SWEEP_METHODS, SWEEP_PROTOCOL, SWEEP_TRIALS
+
+    p.add_argument("--sweep", action="store_true",
+                   help=f"instead: runs per hour of a sweep trained one after another and --jobs at a time, in this "
+                        f"run, into temporary stores (default: {SWEEP_PROTOCOL} x {','.join(SWEEP_METHODS)} x "
+                        f"{SWEEP_TRIALS} seeds, --jobs 2; goal >= {SWEEP_GOAL:g}x); --protocol, --methods, "
+                        f"--trials, --epochs shrink it")
+    p.add_argument("--trials", type=positive_int, default=SWEEP_TRIALS, help="--sweep: seeds 0..T-1")
+    p.add_argument("--epochs", type=positive_int, default=None, help="--sweep: override the protocol's epochs")
+    p.add_argument("--jobs", type=positive_int, default=2, help="--sweep: runs at once in the parallel sweep")
     p.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     add_common(p)
     p.set_defaults(func=run)
+
+
+def run_sweep(args) -> int:
+    from ..bench.sweep import SWEEP_METHODS, SWEEP_PROTOCOL, sweep_throughput
+
+    methods = [m.strip() for m in args.methods.split(",")] if args.methods else list(SWEEP_METHODS)
+    r = sweep_throughput(args.protocol or SWEEP_PROTOCOL, methods, args.trials, args.jobs, args.epochs,
+                         args.data_dir, args.device, args.threads)
+    print(f"sweep {r['protocol']} x {', '.join(r['methods'])} x {r['trials']} seed(s), {r['epochs']} epoch(s), "
+          f"device {r['device']}" + (f", {r['threads_per_run']} thread(s) per run" if r["threads_per_run"] else "")
+          + f"; {r['machine']['cores']} cores ({r['machine']['cpu']})")
+    for key, name in (("sequential", "one after another"), ("parallel", f"{r['parallel']['jobs']} at a time")):
+        m = r[key]
+        cpu = f", {m['cpu_seconds']:.1f} CPU s" if m["cpu_seconds"] is not None else ""
+        print(f"  {name:<18} {m['runs']} runs in {m['wall_seconds']:.1f} s{cpu}: {m['runs_per_hour']:.0f} runs/hour "
+              f"(load average {m['load_before']} before, {m['load_after']} after)")
+    goal = r["goal"]
+    print(f"  --jobs {r['parallel']['jobs']} / sequential: {r['speedup']:.2f}x runs per hour"
+          + (f", goal >= {goal:g}: {'ok' if r['speedup'] >= goal else 'under'}" if goal else
+             " (not issue 20's sweep: no goal)")
+          + f"; same test errors in both: {'yes' if r['same_numbers'] else 'NO'}")
+    if args.json:
+        print_json(r)
+    return 0 if r["same_numbers"] else 1
 
 
 def base_fields(args) -> dict:
@@ -164,6 +198,8 @@ def run(args) -> int:
     from ..registry import METHODS
     from ..train.engine import resolve_device
 
+    if args.sweep:
+        return run_sweep(args)
     apply_threads(args)
     if args.adapter and not (args.model or args.protocol):
         args.model = "preactresnet18"  # (cnn11's pool checks the map size in Python, which torch.fx cannot trace)

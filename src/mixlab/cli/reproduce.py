@@ -6,7 +6,7 @@ import json
 import shlex
 import sys
 
-from .common import add_common, apply_threads, positive_int
+from .common import add_common, add_jobs, apply_threads, positive_int
 from .train import EXIT_DIVERGED
 
 
@@ -25,7 +25,15 @@ def add_parser(sub) -> None:
     p.add_argument("--report-only", action="store_true",
                    help="train nothing: write the report from the runs already in --out (a cell counts the trials "
                         "whose runs are all there; the report says how many runs are missing)")
+    p.add_argument("--columns", default=None, metavar="LABEL,...",
+                   help="run only these columns (their labels, e.g. 'MNIST(sub)'); the others say so in the report")
+    p.add_argument("--methods", default=None, metavar="METHOD,...",
+                   help="run only the rows of these methods (registry names); the others say so in the report")
+    p.add_argument("--epochs", type=positive_int, default=None,
+                   help="shorten every protocol to this many epochs (a smoke test, said in the report; not the "
+                        "papers' schedule)")
     p.add_argument("--no-progress", action="store_true")
+    add_jobs(p)
     add_common(p, training=True)
     p.set_defaults(func=run)
 
@@ -58,6 +66,17 @@ def shown_command(argv: list[str]) -> str:
     return "mixlab " + " ".join(out)
 
 
+def selection(args):
+    """The part of the reproduction the flags select (None: all of it)."""
+    from ..reproduce import Selection
+
+    def names(text):
+        return tuple(n.strip() for n in text.split(",") if n.strip()) if text else ()
+
+    part = Selection(names(args.columns), names(args.methods), args.epochs)
+    return part if part != Selection() else None
+
+
 def run(args) -> int:
     from ..reproduce import REPRODUCTIONS, dry_run, run_reproduction
     from ..results import describe_diverged
@@ -68,14 +87,15 @@ def run(args) -> int:
         return 0 if args.list else 2
     if args.dry_run:
         counts = dry_run(args.name, out=args.out, quick=args.quick, trials=args.trials, data_dir=args.data_dir,
-                         device=args.device)
+                         device=args.device, threads=args.threads, jobs=args.jobs, selection=selection(args))
         return 1 if counts["unexplained"] else 0
     apply_threads(args)
     command = shown_command(sys.argv[1:]) if sys.argv[1:2] == ["reproduce"] else None
     path = run_reproduction(args.name, out=args.out, quick=args.quick, trials=args.trials, data_dir=args.data_dir,
                             device=args.device, report_dir=args.report_dir,
                             progress=False if args.no_progress else None, command=command, threads=args.threads,
-                            train=not args.report_only)
+                            train=not args.report_only, jobs=args.jobs, selection=selection(args),
+                            executor=args.executor, address=args.ray_address)
     print(f"report: {path}")
     diverged = json.loads((path.parent / "results.json").read_text()).get("diverged", [])
     if diverged:

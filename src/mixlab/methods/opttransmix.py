@@ -31,6 +31,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from ..locks import file_lock
 from ..ot import convolutional_barycenter
 from .base import InputMixer, MixInfo, soft_cross_entropy
 
@@ -246,25 +247,27 @@ def load_or_build_cache(method: OptTransMix, x_u8: Tensor, y: Tensor, root: str 
     i, j, lam = cache_pairs(x_u8.shape[0], method.per_image, method.cache_seed, method.ranges)
     starts = range(0, len(i), method.chunk)
     meta_path = folder / "meta.json"
-    if not meta_path.exists():
-        todo = [k for k, s in enumerate(starts) if not (folder / f"part-{k:05d}.pt").exists()]
-        bar = tqdm(total=len(starts), initial=len(starts) - len(todo), desc="opttrans barycenters", unit="part",
-                   disable=None if progress is None else not progress, leave=False, dynamic_ncols=True)
-        x01 = x_u8.float() / 255.0
-        for k in todo:
-            s = slice(starts[k], starts[k] + method.chunk)
-            bar_img = method.barycenters(x01[i[s]], x01[j[s]], lam[s])
-            part = {"x": (bar_img * 255.0).round().clamp(0, 255).to(torch.uint8), "i": i[s], "j": j[s], "lam": lam[s]}
-            tmp = folder / f"part-{k:05d}.pt.tmp"
-            torch.save(part, tmp)
-            tmp.replace(folder / f"part-{k:05d}.pt")
-            bar.update(1)
-        bar.close()
-        meta = {"format": CACHE_FORMAT, "settings": settings, "count": len(i), "parts": len(starts),
-                "image_shape": list(x_u8.shape[1:]), "data_sha1": folder.name, "method": method.name}
-        tmp = folder / "meta.json.tmp"
-        tmp.write_text(json.dumps(meta, indent=1))
-        tmp.replace(meta_path)
+    with file_lock(folder / "build.lock"):  # runs trained side by side on the same images: one builds, others wait
+        if not meta_path.exists():
+            todo = [k for k, s in enumerate(starts) if not (folder / f"part-{k:05d}.pt").exists()]
+            bar = tqdm(total=len(starts), initial=len(starts) - len(todo), desc="opttrans barycenters", unit="part",
+                       disable=None if progress is None else not progress, leave=False, dynamic_ncols=True)
+            x01 = x_u8.float() / 255.0
+            for k in todo:
+                s = slice(starts[k], starts[k] + method.chunk)
+                bar_img = method.barycenters(x01[i[s]], x01[j[s]], lam[s])
+                part = {"x": (bar_img * 255.0).round().clamp(0, 255).to(torch.uint8), "i": i[s], "j": j[s],
+                        "lam": lam[s]}
+                tmp = folder / f"part-{k:05d}.pt.tmp"
+                torch.save(part, tmp)
+                tmp.replace(folder / f"part-{k:05d}.pt")
+                bar.update(1)
+            bar.close()
+            meta = {"format": CACHE_FORMAT, "settings": settings, "count": len(i), "parts": len(starts),
+                    "image_shape": list(x_u8.shape[1:]), "data_sha1": folder.name, "method": method.name}
+            tmp = folder / "meta.json.tmp"
+            tmp.write_text(json.dumps(meta, indent=1))
+            tmp.replace(meta_path)
     parts = [torch.load(folder / f"part-{k:05d}.pt", weights_only=True) for k in range(len(starts))]
     out = {key: torch.cat([p[key] for p in parts]) for key in ("x", "i", "j", "lam")}
     out["folder"] = folder

@@ -60,6 +60,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..checks import check, nonneg_float, positive_float, positive_int
+from ..locks import file_lock
 from ..seeding import derive_seed
 from .base import MixInfo, check_alpha, sample_dirichlet, soft_cross_entropy
 from .learned import PixelSpaceMixer, count_parameters
@@ -475,19 +476,20 @@ class TransformMix(PixelSpaceMixer):
         else:
             folder = Path(context.cache_dir) / "transformmix" / "modules" / self.search_key(context)
             path = self.module_source = folder / "module.pt"
-            if path.exists():
-                module = MixingModule.load(path)
-                origin = f"reused {path}"
-            else:
-                module = MixingModule(**self.module_config(context)).to(dev)
-                self.teacher = teacher.requires_grad_(False).eval()
-                losses = context.search(self, module, folder / "search-checkpoint.pt")
-                meta = {**{k: context.data_id.get(k) for k in ("dataset", "subset_per_class", "seed")},
-                        "search": self.search, "alpha": self.alpha, "losses": losses,
-                        "teacher_temperature": self.fitted_temperature}
-                module.save(path, meta, teacher={k: v for k, v in record.items()})
-                origin = (f"searched, saved to {path} (teacher loss {losses[0]:.3f} -> {losses[-1]:.3f} at "
-                          f"temperature {self.fitted_temperature:.3g})")
+            with file_lock(folder / "search.lock"):  # runs side by side with the same search: one searches
+                if path.exists():
+                    module = MixingModule.load(path)
+                    origin = f"reused {path}"
+                else:
+                    module = MixingModule(**self.module_config(context)).to(dev)
+                    self.teacher = teacher.requires_grad_(False).eval()
+                    losses = context.search(self, module, folder / "search-checkpoint.pt")
+                    meta = {**{k: context.data_id.get(k) for k in ("dataset", "subset_per_class", "seed")},
+                            "search": self.search, "alpha": self.alpha, "losses": losses,
+                            "teacher_temperature": self.fitted_temperature}
+                    module.save(path, meta, teacher={k: v for k, v in record.items()})
+                    origin = (f"searched, saved to {path} (teacher loss {losses[0]:.3f} -> {losses[-1]:.3f} at "
+                              f"temperature {self.fitted_temperature:.3g})")
         self.attach(teacher, module.to(dev), frozen=True)
         if context.channels_last:  # the frozen networks in the run's memory format: faster convolutions
             teacher.to(memory_format=torch.channels_last)

@@ -16,11 +16,11 @@ method this build does not register (a test fails on those: every target must re
 from .figures import make_figure
 from .report import fmt, invocations, write_report
 from .run import (NOT_IMPLEMENTED, Cell, dataset_state, dry_run, method_unavailable, model_unavailable, read_value,
-                  resolve, resolve_all, run_reproduction, train_configs)
+                  Selection, resolve, resolve_all, run_reproduction, train_configs)
 from .spec import (REPRODUCTIONS, Column, Reproduction, Row, Table, get_reproduction, load_reproductions,
                    paper_cell, paper_numbers, rows)
 
 __all__ = ["Row", "Column", "Table", "Reproduction", "REPRODUCTIONS", "get_reproduction", "rows",
            "load_reproductions", "run_reproduction", "dry_run", "resolve", "resolve_all", "paper_numbers",
            "paper_cell", "write_report", "make_figure", "method_unavailable", "model_unavailable", "dataset_state",
-           "read_value", "train_configs", "Cell", "NOT_IMPLEMENTED", "fmt", "invocations"]
+           "read_value", "train_configs", "Cell", "NOT_IMPLEMENTED", "fmt", "invocations", "Selection"]

@@ -24,7 +24,7 @@ def fmt_paper(v: tuple[float, float | None]) -> str:
 
 def write_report(rep: Reproduction, grid, quick: bool, report_dir: Path, out, wall: float, trained: int,
                  total: int, data_dir, command: str | None, skipped: int = 0, diverged: list | None = None,
-                 missing: int = 0) -> Path:
+                 missing: int = 0, part: str = "") -> Path:
     from ..protocols import PROTOCOLS
 
     numbers = paper_numbers()
@@ -42,6 +42,8 @@ def write_report(rep: Reproduction, grid, quick: bool, report_dir: Path, out, wa
                  f"in the store)" if missing else "")
               + (f", **{skipped} skipped** (another process was training them in this output folder: run the "
                  f"command again when it has finished to include them)" if skipped else "")]
+    if part:
+        lines += [f"- part of the reproduction only: {part}"]
     earlier = invocations(out, rep.name, quick)
     if earlier:
         lines += ["", "Finished invocations of this reproduction in this output folder (a killed one is not listed; "

@@ -125,10 +125,49 @@ def resolve(row: Row, col: Column, quick: bool, data_dir: str | None, trials: in
     return Cell(protocol=name, note=note, seeds=list(range(n)))
 
 
+@dataclass(frozen=True)
+class Selection:
+    """A part of a reproduction: only the columns labelled ``columns`` and the rows of ``methods`` (empty: all),
+    and every protocol shortened to ``epochs`` (None: the protocols' own). Cells left out say so in the report."""
+
+    columns: tuple[str, ...] = ()
+    methods: tuple[str, ...] = ()
+    epochs: int | None = None
+
+    def check(self, rep: Reproduction) -> None:
+        """Refuse names the reproduction does not have, listing those it has."""
+        positive_int("epochs", self.epochs, none="the protocols' own")
+        for given, known, flag in ((self.columns, [c.label for t in rep.tables for c in t.columns], "--columns"),
+                                   (self.methods, [r.method for t in rep.tables for r in t.rows], "--methods")):
+            unknown = [name for name in given if name not in known]
+            if unknown:
+                raise ValueError(f"{flag}: {rep.name} has no {', '.join(map(repr, unknown))}; it has "
+                                 f"{', '.join(dict.fromkeys(known))}")
+
+    def left_out(self, row: Row, col: Column) -> str | None:
+        """Why a cell is not run in this part, or None."""
+        if self.columns and col.label not in self.columns:
+            return f"column not run (--columns {','.join(self.columns)})"
+        if self.methods and row.method not in self.methods:
+            return f"row not run (--methods {','.join(self.methods)})"
+        return None
+
+    def describe(self) -> str:
+        """One line for the report ("" for the whole reproduction)."""
+        parts = ([f"columns {', '.join(self.columns)}"] if self.columns else []) + (
+            [f"methods {', '.join(self.methods)}"] if self.methods else []) + (
+            [f"**every protocol shortened to {self.epochs} epoch(s)**, not the papers' schedule"]
+            if self.epochs else [])
+        return "; ".join(parts)
+
+
 def resolve_all(rep: Reproduction, quick: bool, data_dir: str | None, trials: int | None, device: str = "cpu",
-                threads: int | None = None):
+                threads: int | None = None, jobs: int = 1, selection: Selection | None = None):
     """Every cell of every table (``grid[table][row][column]``, run ids filled in) and the runs they need
-    (``{run_id: TrainConfig}`` in table order, deduplicated). Nothing is trained or written."""
+    (``{run_id: TrainConfig}`` in table order, deduplicated), for ``jobs`` runs at once (their threads fitted:
+    :func:`mixlab.config.fit_to_jobs`), of the ``selection`` (default: all). Nothing is trained or written."""
+    selection = selection or Selection()
+    selection.check(rep)
     states: dict[str, str] = {}
 
     def state(ds):
@@ -136,34 +175,36 @@ def resolve_all(rep: Reproduction, quick: bool, data_dir: str | None, trials: in
             states[ds] = dataset_state(ds, data_dir)
         return states[ds]
 
-    grid = [[[resolve(r, c, quick, data_dir, trials, state) for c in t.columns] for r in t.rows] for t in rep.tables]
-    jobs = {}
+    grid = [[[Cell(unavailable=selection.left_out(r, c), documented=True) if selection.left_out(r, c) else
+              resolve(r, c, quick, data_dir, trials, state) for c in t.columns] for r in t.rows] for t in rep.tables]
+    runs = {}
     for t, rows in zip(rep.tables, grid):
         for r, cells in zip(t.rows, rows):
             for c, cell in zip(t.columns, cells):
                 if cell.unavailable:
                     continue
                 for seed in cell.seeds:
-                    configs = train_configs(cell, r, seed, device, threads)
+                    configs = train_configs(cell, r, seed, device, threads, jobs, selection.epochs)
                     cell.options = dict(configs[0].method_kwargs)
                     cell.trials.append([config.run_id() for config in configs])
                     for config in configs:
                         cell.run_ids.append(config.run_id())
-                        jobs.setdefault(config.run_id(), config)
-    return grid, jobs
+                        runs.setdefault(config.run_id(), config)
+    return grid, runs
 
 
 def dry_run(name: str, out: str | Path = "mixlab-out", quick: bool = False, trials: int | None = None,
-            data_dir: str | None = None, device: str = "cpu", log=print) -> dict:
+            data_dir: str | None = None, device: str = "cpu", log=print, threads: int | None = None,
+            jobs: int = 1, selection: Selection | None = None) -> dict:
     """Print every cell's resolution (protocol, method, options, run ids and how many are in ``out``'s store, or
     why the cell cannot run) without training or writing anything; return the counts."""
     positive_int("trials", trials, none="each protocol's")
     rep = get_reproduction(name)
-    grid, jobs = resolve_all(rep, quick, data_dir, trials, device)
+    grid, runs = resolve_all(rep, quick, data_dir, trials, device, threads, jobs, selection)
     db = Path(out) / "results.db"
     store = ResultsStore(out) if db.exists() else None
-    counts = {"cells": 0, "available": 0, "documented": 0, "unexplained": 0, "runs": len(jobs),
-              "runs_done": sum(store.has_run(rid) for rid in jobs) if store else 0}
+    counts = {"cells": 0, "available": 0, "documented": 0, "unexplained": 0, "runs": len(runs),
+              "runs_done": sum(store.has_run(rid) for rid in runs) if store else 0}
     log(f"reproduce {name}{' --quick' if quick else ''} --dry-run: {rep.title} (nothing is trained)")
     for t, rows in zip(rep.tables, grid):
         log(f"\n## {t.title}")
@@ -189,16 +230,21 @@ def dry_run(name: str, out: str | Path = "mixlab-out", quick: bool = False, tria
     return counts
 
 
-def train_configs(cell: Cell, row: Row, seed: int, device: str, threads: int | None = None) -> list:
-    """The runs of one trial (one per fold on a cross-validated protocol)."""
+def train_configs(cell: Cell, row: Row, seed: int, device: str, threads: int | None = None, jobs: int = 1,
+                  epochs: int | None = None) -> list:
+    """The runs of one trial (one per fold on a cross-validated protocol), to train ``jobs`` at once (``epochs``:
+    instead of the protocol's)."""
+    from ..config import fit_to_jobs
     from ..protocols import get_protocol
 
     overrides = {"device": device}
     if threads:
         overrides["threads"] = threads
+    if epochs:
+        overrides["epochs"] = epochs
     if row.kwargs:
         overrides["method_kwargs"] = dict(row.kwargs)
-    return get_protocol(cell.protocol).train_configs(row.method, seed, **overrides)
+    return [fit_to_jobs(c, jobs) for c in get_protocol(cell.protocol).train_configs(row.method, seed, **overrides)]
 
 
 def read_value(spec: str, run: dict, evals: dict[str, dict]) -> float | None:
@@ -223,13 +269,16 @@ def read_value(spec: str, run: dict, evals: dict[str, dict]) -> float | None:
 def run_reproduction(name: str, out: str | Path = "mixlab-out", quick: bool = False, trials: int | None = None,
                      data_dir: str | None = None, device: str = "cpu", report_dir: str | Path | None = None,
                      progress: bool | None = None, command: str | None = None, log=print,
-                     threads: int | None = None, train: bool = True) -> Path:
+                     threads: int | None = None, train: bool = True, jobs: int = 1,
+                     selection: Selection | None = None, executor: str = "local", address: str | None = None) -> Path:
     """Train what is missing, evaluate, write ``report.md`` (+ ``results.json`` and PNGs) to ``report_dir``.
 
     Runs that diverge are listed in the report (and in ``results.json`` under ``diverged``), never averaged;
     the other runs go on. ``threads``: CPU threads per run (default: the engine's rule). ``train=False``
     (``--report-only``): train nothing; the report shows the trials whose runs are all in the store and says
-    how many runs are missing."""
+    how many runs are missing. ``jobs``: runs trained at once, ``executor`` / ``address``: where
+    (:func:`mixlab.train.train_missing`); ``selection``: only a part of the reproduction (:class:`Selection`, said
+    in the report)."""
     from ..eval import run_eval
     from ..eval.common import stored_eval
     from ..results import diverged_runs
@@ -242,15 +291,16 @@ def run_reproduction(name: str, out: str | Path = "mixlab-out", quick: bool = Fa
     store = ResultsStore(out)
     report_dir = Path(report_dir or Path(out) / "reports" / (name + ("-quick" if quick else "")))
     report_dir.mkdir(parents=True, exist_ok=True)
-    grid, jobs = resolve_all(rep, quick, data_dir, trials, device, threads)
-    todo = [rid for rid in jobs if not store.has_run(rid)]
-    log(f"reproduce {name}{' --quick' if quick else ''}: {len(jobs)} runs, {len(jobs) - len(todo)} found in "
+    grid, runs = resolve_all(rep, quick, data_dir, trials, device, threads, jobs, selection)
+    todo = [rid for rid in runs if not store.has_run(rid)]
+    log(f"reproduce {name}{' --quick' if quick else ''}: {len(runs)} runs, {len(runs) - len(todo)} found in "
         f"{Path(out) / 'results.db'}, {len(todo)} to train")
     missing = set() if train else set(todo)  # --report-only: not trained, their trials left out
     todo = todo if train else []
     # runs another process (sharing this --out) is training right now are left out
-    _, locked = train_missing([jobs[rid] for rid in todo], out, data_dir, progress, log)
-    diverged = {d["run_id"]: d for d in diverged_runs([store.get_run(rid) for rid in jobs
+    _, locked = train_missing([runs[rid] for rid in todo], out, data_dir, progress, log, jobs=jobs, executor=executor,
+                              address=address)
+    diverged = {d["run_id"]: d for d in diverged_runs([store.get_run(rid) for rid in runs
                                                        if rid not in locked | missing and store.has_run(rid)])}
     for d in diverged.values():
         log(f"  {describe_diverged(d)}: no value in the report")
@@ -289,9 +339,10 @@ def run_reproduction(name: str, out: str | Path = "mixlab-out", quick: bool = Fa
     wall = time.perf_counter() - t0
     trained = len(todo) - len(locked)
     log_invocation(out, {"name": name, "quick": quick, "trials": trials, "command": command, "started": started,
-                         "wall_seconds": wall, "trained": trained, "runs": len(jobs), "machine": machine(),
-                         "skipped_locked": len(locked), "missing": len(missing)})
-    return write_report(rep, grid, quick, report_dir, out, wall, trained, len(jobs), data_dir, command,
-                        skipped=len(locked), diverged=list(diverged.values()), missing=len(missing))
+                         "wall_seconds": wall, "trained": trained, "runs": len(runs), "jobs": jobs,
+                         "machine": machine(), "skipped_locked": len(locked), "missing": len(missing)})
+    return write_report(rep, grid, quick, report_dir, out, wall, trained, len(runs), data_dir, command,
+                        skipped=len(locked), diverged=list(diverged.values()), missing=len(missing),
+                        part=selection.describe() if selection else "")
 
 

@@ -29,6 +29,7 @@ from ..config import TrainConfig
 from ..data import load_dataset
 from ..data.augment import BatchAugment
 from ..data.subsets import per_class_indices
+from ..locks import RunLocked
 from ..methods.base import Method, SetupContext, as_targets, multilabel_bce, soft_cross_entropy
 from ..registry import DATASETS, METHODS, MODELS
 from ..search import EngineProvider
@@ -103,10 +104,6 @@ def restrict_classes(data, classes: tuple[int, ...]):
     sub.y = lookup[sub.y]
     sub.classes = [data.classes[c] for c in classes]
     return sub
-
-
-class RunLocked(RuntimeError):
-    """Another live process is training the same run id in the same output folder."""
 
 
 def _lock_owner(fd: int) -> str:
@@ -215,6 +212,13 @@ def run_unless_locked(trainer: "Trainer", log, label: str) -> dict | None:
         return None
 
 
+def outcome(result: dict) -> str:
+    """How a finished run ended, for the sweep's log line."""
+    return (f"DIVERGED at epoch {result['diverged_epoch']}, step {result['diverged_step']} (no test error)"
+            if result["status"] == "diverged" else f"test error {result['test_error']:.2f}%") + \
+        f" ({result['train_seconds']:.1f} s)"
+
+
 def atomic_save(obj: Any, path: Path) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     torch.save(obj, tmp)
@@ -228,12 +232,13 @@ class Trainer:
         config: the run.
         out: output folder (``<out>/runs/<run_id>/checkpoint.pt`` and ``<out>/results.db``).
         data_dir: data root (else ``$MIXLAB_DATA``); not part of the run's identity.
-        progress: show a progress bar (None: only on a terminal).
+        progress: show a progress bar (None: only on a terminal, else a line now and then; ``"lines"``: such lines
+            even on a terminal, as for runs trained side by side; False: neither).
         store: write the finished run to ``<out>/results.db``.
     """
 
     def __init__(self, config: TrainConfig, out: str | Path = "runs", data_dir: str | None = None,
-                 progress: bool | None = None, store: bool = True):
+                 progress: bool | str | None = None, store: bool = True):
         self.check_names(config)
         if config.epochs < 1:
             raise ValueError(f"epochs must be >= 1, got {config.epochs}")
@@ -307,7 +312,8 @@ class Trainer:
         c = self.config
         return SetupContext(data=self.train_data, x=self.x_train, targets=self.t_train, model=self.model,
                             device=self.device, seed=c.seed, cache_dir=self.out, augment=self.augment,
-                            progress=self.progress, channels_last=bool(c.channels_last), provider=EngineProvider(self),
+                            progress=False if self.progress == "lines" else self.progress,
+                            channels_last=bool(c.channels_last), provider=EngineProvider(self),
                             data_id={"dataset": c.dataset, "subset_per_class": c.subset_per_class, "seed": c.seed})
 
     def total_epochs(self) -> int:
@@ -515,12 +521,12 @@ class Trainer:
         epochs = self.total_epochs()
         if resume and self.load_checkpoint() and self.is_main:
             print(f"resuming {self.run_id} after epoch {self.start_epoch} of {epochs}", file=sys.stderr)
-        terminal = sys.stderr.isatty()
+        show_bar = sys.stderr.isatty() if self.progress is None else self.progress is True
         bar = tqdm(range(self.start_epoch, epochs), initial=self.start_epoch, total=epochs,
-                   desc=f"{c.method} s{c.seed}", disable=not self.is_main or not (
-                       terminal if self.progress is None else self.progress),
+                   desc=f"{c.method} s{c.seed}", disable=not self.is_main or not show_bar,
                    leave=False, dynamic_ncols=True)
-        lines = self.is_main and self.progress is None and not terminal  # a line now and then instead of a bar
+        # a line now and then instead of a bar: without a terminal, or when asked ("lines": runs trained side by side)
+        lines = self.is_main and not show_bar and self.progress is not False
         last_line = time.perf_counter()
         diverged = None
         try:
