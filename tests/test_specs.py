@@ -39,3 +39,20 @@ def test_a_reproduction_reads_back_as_written():
     assert r.tables[0].rows == (reproduce.Row("Mixup", "mixup", {"alpha": 0.2}),)
     assert r.tables[0].columns == (reproduce.Column("c", "digits-quick", value="accuracy"),)
     assert r.paper_only == () and r.source == "s"
+
+
+def test_no_reproduction_row_spells_out_a_default_option():
+    """An option given at its default value is part of the run id, so a row that spells it out trains the same
+    configuration a second time under another id (automix-table6 did, for AutoMix's defaults)."""
+    import inspect
+
+    from mixlab.registry import METHODS
+
+    spelled = []
+    for r in reproduce.load_reproductions():
+        for t in r.tables:
+            for row in t.rows:
+                params = inspect.signature(METHODS.get(row.method)).parameters if row.kwargs else {}
+                spelled += [f"{r.name} / {row.label}: {k}={v!r}" for k, v in row.kwargs.items()
+                            if k in params and params[k].default == v]
+    assert not spelled, spelled
