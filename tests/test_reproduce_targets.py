@@ -41,7 +41,11 @@ def test_automix_resolves_in_table5_and_the_ablations_set_real_options(all_stage
     row = [r.method for r in miml.rows].index("automix-zhu")
     assert not grid[1][row][0].unavailable and len(grid[1][row][0].run_ids) == 3
     rows = reproduce.get_reproduction("automix-table6").tables[0].rows
-    assert {r.kwargs.get("label_strategy") for r in rows} == {"first", "half", "multilabel", "lambda", None}
+    assert {r.kwargs.get("label_strategy") for r in rows} == {"first", "half", "multilabel", None}
+    # the two rows that are AutoMix as it is (label (d), random pairs) share their runs: trained once
+    grid, _ = reproduce.resolve_all(reproduce.get_reproduction("automix-table6"), True, None, 1)
+    defaults = [cells[0].run_ids for r, cells in zip(rows, grid[0]) if not r.kwargs]
+    assert len(defaults) == 2 and defaults[0] == defaults[1] and defaults[0]
 
 
 def test_dataset_not_staged_is_a_documented_reason(tmp_path):
