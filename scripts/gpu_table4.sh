@@ -13,6 +13,9 @@
 # STORE's results.db is copied to REPORT_DIR at the end, finished or stopped, and copied back into an empty STORE at
 # the start: on a fresh machine the same command trains only the runs still missing. Stopped at LIMIT_S, the script
 # still writes the report (--report-only: the trials whose runs all finished).
+# TARGET and COLUMNS run another table the same way, e.g. issue 21's learned mixers on both sub columns:
+#   TARGET=automix-table4-learned COLUMNS='MNIST(sub),F-MNIST(sub)' TRIALS=3 DATA=... bash scripts/gpu_table4.sh OUT
+# (COLUMNS empty: every column; TRIALS: trials per cell, default 10).
 # MIXLAB_GPU_TABLE4_TINY=1: the same script as a CPU smoke test (tests/test_jobs.py): --quick, 1 trial, 1 epoch, the
 # erm and mixup rows, 2 jobs on the CPU; its numbers mean nothing.
 set -euo pipefail
@@ -21,10 +24,14 @@ REPORT_DIR=${1:-${REPORT_DIR:-gpu-table4}}
 DATA=${DATA:-${MIXLAB_DATA:-shared/data}}
 STORE=${STORE:-${TMPDIR:-/tmp}/mixlab-gpu-table4}
 PYTHON=${PYTHON:-python3}
+TARGET=${TARGET:-automix-table4}
+COLUMNS=${COLUMNS-MNIST(sub)}
+COLS=()
+if [ -n "$COLUMNS" ]; then COLS=(--columns "$COLUMNS"); fi
 if [ "${MIXLAB_GPU_TABLE4_TINY:-0}" = 1 ]; then
     ARGS=(--quick --trials 1 --epochs 1 --methods erm,mixup --device cpu --jobs 2)
 else
-    ARGS=(--trials 10 --device cuda --jobs "${JOBS:-8}")
+    ARGS=(--trials "${TRIALS:-10}" --device cuda --jobs "${JOBS:-8}")
     "$PYTHON" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 'no CUDA device: torch ' + torch.__version__)"
 fi
 if [ ! -d "$DATA/mnist" ]; then
@@ -40,7 +47,7 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>
     | tee "$REPORT_DIR/log.txt" || true
 start=$(date +%s)
 set +e
-timeout --signal=INT "${LIMIT_S:-570}" "$PYTHON" -m mixlab reproduce automix-table4 --columns 'MNIST(sub)' "${ARGS[@]}" \
+timeout --signal=INT "${LIMIT_S:-570}" "$PYTHON" -m mixlab reproduce "$TARGET" "${COLS[@]}" "${ARGS[@]}" \
     --data-dir "$DATA" --out "$STORE" --report-dir "$REPORT_DIR" --no-progress 2>&1 | tee -a "$REPORT_DIR/log.txt"
 code=${PIPESTATUS[0]}
 set -e
@@ -50,7 +57,7 @@ echo "gpu_table4: exit $code after $(( $(date +%s) - start )) s; load average $(
 if [ "$code" = 124 ] || [ "$code" = 130 ]; then
     echo "gpu_table4: stopped at LIMIT_S=${LIMIT_S:-570} s; the report below counts the trials finished so far" \
         "(REPORT_DIR/results.db holds them: run again to train the rest)" | tee -a "$REPORT_DIR/log.txt"
-    "$PYTHON" -m mixlab reproduce automix-table4 --columns 'MNIST(sub)' "${ARGS[@]}" --report-only \
+    "$PYTHON" -m mixlab reproduce "$TARGET" "${COLS[@]}" "${ARGS[@]}" --report-only \
         --data-dir "$DATA" --out "$STORE" --report-dir "$REPORT_DIR" --no-progress 2>&1 | tee -a "$REPORT_DIR/log.txt"
 fi
 exit "$code"
