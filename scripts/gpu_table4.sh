@@ -15,7 +15,8 @@
 # still writes the report (--report-only: the trials whose runs all finished).
 # TARGET and COLUMNS run another table the same way, e.g. issue 21's learned mixers on both sub columns:
 #   TARGET=automix-table4-learned COLUMNS='MNIST(sub),F-MNIST(sub)' TRIALS=3 DATA=... bash scripts/gpu_table4.sh OUT
-# (COLUMNS empty: every column; TRIALS: trials per cell, default 10).
+# (COLUMNS empty: every column; TRIALS: trials per cell, default 10; QUICK=1: the --quick protocols, e.g.
+#   TARGET=amp-table2 COLUMNS= QUICK=1 TRIALS=3 for issue 19's text table).
 # MIXLAB_GPU_TABLE4_TINY=1: the same script as a CPU smoke test (tests/test_jobs.py): --quick, 1 trial, 1 epoch, the
 # erm and mixup rows, 2 jobs on the CPU; its numbers mean nothing.
 set -euo pipefail
@@ -32,6 +33,7 @@ if [ "${MIXLAB_GPU_TABLE4_TINY:-0}" = 1 ]; then
     ARGS=(--quick --trials 1 --epochs 1 --methods erm,mixup --device cpu --jobs 2)
 else
     ARGS=(--trials "${TRIALS:-10}" --device cuda --jobs "${JOBS:-8}")
+    if [ "${QUICK:-0}" = 1 ]; then ARGS+=(--quick); fi  # the CPU-sized protocols (e.g. issue 19's amp-table2)
     "$PYTHON" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 'no CUDA device: torch ' + torch.__version__)"
 fi
 if [ ! -d "$DATA/mnist" ]; then
