@@ -181,6 +181,40 @@ def test_automix_trains_jointly_in_the_engine():
     assert any(changed)
 
 
+def test_generator_vs_barycenter_eval_uses_the_trained_generator(tmp_path):
+    """``mixlab eval generator-vs-barycenter``: the distances are those of the run's own trained generator (not a
+    fresh one), OptTransMix's barycenter and Mixup for the same seeded pairs; other methods are refused."""
+    from mixlab.eval import run_eval
+    from mixlab.eval.generator import l1_per_pair
+    from mixlab.methods.opttransmix import barycenter_images
+    from mixlab.train import TrainConfig, make_trainer
+
+    common = dict(dataset="digits", model="cnn11", epochs=1, batch_size=50, subset_per_class=10,
+                  model_kwargs={"width": 0.125}, threads=1)
+    trainer = make_trainer(TrainConfig(method="automix-zhu", method_kwargs={"widths": [8, 8, 8, 8, 8]}, **common),
+                           out=tmp_path, progress=False)
+    run_id = trainer.run()["run_id"]
+    ev = run_eval(tmp_path, run_id, "generator-vs-barycenter", pairs=6, lams=[0.3, 0.7], shown=2)
+    assert ev["pairs"] == 6 and (tmp_path / "runs" / run_id / "eval" / "generator-vs-barycenter.png").exists()
+    # recompute by hand: the same pairs, the trained generator from the checkpoint
+    x = trainer.x_test.float() / 255
+    pick = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(0))[:12]
+    x1, x2, lam = x[pick[:6]], x[pick[6:]], torch.full((6,), 0.3)
+    trained = AutoMixZhu(widths=[8, 8, 8, 8, 8], checkpoint=str(tmp_path / "runs" / run_id / "checkpoint.pt"))
+    with torch.no_grad():
+        gen = trained.eval().generator_net(x1, x2, lam)
+        fresh = AutoMixZhu(widths=[8, 8, 8, 8, 8], in_channels=1).eval().generator_net(x1, x2, lam)
+    bar = barycenter_images(x1, x2, lam, 0.004, max_iter=1000, tol=1e-4).clamp(0, 1)
+    mix = lam[:, None, None, None] * x1 + (1 - lam[:, None, None, None]) * x2
+    got = ev["lam=0.3"]
+    assert got["generator_vs_barycenter"]["mean"] == pytest.approx(float(l1_per_pair(gen, bar).mean()), rel=1e-5)
+    assert got["mixup_vs_barycenter"]["mean"] == pytest.approx(float(l1_per_pair(mix, bar).mean()), rel=1e-5)
+    assert got["generator_vs_mixup"]["mean"] != pytest.approx(float(l1_per_pair(fresh, mix).mean()), rel=1e-3)
+    erm = make_trainer(TrainConfig(method="erm", **common), out=tmp_path, progress=False).run()["run_id"]
+    with pytest.raises(ValueError, match="automix-zhu run"):
+        run_eval(tmp_path, erm, "generator-vs-barycenter")
+
+
 # ------------------------------------------------------------------------------------------- TransformMix
 def tiny_teacher(channels=1, size=28):
     torch.manual_seed(0)

@@ -39,6 +39,10 @@ def summary(metrics: dict) -> str:
             parts.append(f"{label}: |lam'-lam| {m['lambda_step']:.2e}, median |L'-L| {m['median_loss_gap']:.2e}, "
                          f"second pass kept {100 * m['second_pass_kept']:.1f}% (of the samples whose loss moved: "
                          f"{100 * m['kept_among_moved']:.1f}%)")
+    gap = metrics.get("all", {})
+    if "generator_vs_barycenter" in gap:
+        parts.append("L1 per pixel over every pair and ratio: " + ", ".join(
+            f"{k.replace('_', ' ')} {v['mean']:.4f} +- {v['std']:.4f}" for k, v in gap.items()))
     if "figure" in metrics:
         parts.append(f"figure {metrics['figure']}")
     return "; ".join(parts)

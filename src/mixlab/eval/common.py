@@ -67,6 +67,7 @@ EVALS: dict[str, str] = {
     "ood": "mixlab.eval.ood:run_ood",
     "align-uniform": "mixlab.eval.embedding:run_align_uniform",
     "amp-step": "mixlab.eval.amp:run_amp_step",
+    "generator-vs-barycenter": "mixlab.eval.generator:run_generator_vs_barycenter",
 }
 
 
