@@ -181,6 +181,38 @@ def test_automix_trains_jointly_in_the_engine():
     assert any(changed)
 
 
+def test_automix_generator_lr_scale_and_lambda_distribution():
+    """``generator_lr_scale`` puts the generator in its own optimiser group at that multiple of the scheduled rate
+    (one group, as before, at 1); ``alpha`` draws Beta(alpha, alpha) ratios, and alpha 1 keeps U(0, 1) draw for
+    draw."""
+    from mixlab.train import TrainConfig, make_trainer
+
+    def setup(**kw):
+        config = TrainConfig(dataset="digits", model="cnn11", method="automix-zhu", epochs=4, batch_size=50,
+                             subset_per_class=10, lr=0.1, milestones=(2,), model_kwargs={"width": 0.25},
+                             method_kwargs={"widths": [8, 8, 8, 8, 8], **kw})
+        trainer = make_trainer(config, out="/tmp/mixlab-test-automix", store=False, progress=False)
+        trainer.setup()
+        return trainer
+
+    assert len(setup().optimizer.param_groups) == 1
+    trainer = setup(generator_lr_scale=0.1)
+    groups = trainer.optimizer.param_groups
+    assert len(groups) == 2
+    assert {id(p) for p in groups[1]["params"]} == set(map(id, trainer.method.generator_net.parameters()))
+    for epoch, base in ((0, 0.1), (3, 0.01)):
+        trainer.begin_epoch(epoch)
+        assert groups[0]["lr"] == pytest.approx(base) and groups[1]["lr"] == pytest.approx(0.1 * base)
+    with pytest.raises(ValueError, match="generator_lr_scale"):
+        AutoMixZhu(generator_lr_scale=0)
+    t = torch.eye(10)[torch.arange(4000) % 10]
+    lam_u, _ = AutoMixZhu(seed=3).sample(t)
+    assert torch.equal(lam_u, torch.rand(4000, generator=torch.Generator().manual_seed(3)))
+    lam_b, _ = AutoMixZhu(seed=3, alpha=0.2).sample(t)
+    edges = ((lam_b < 0.1) | (lam_b > 0.9)).float().mean()
+    assert float(edges) > 0.6 and float(((lam_u < 0.1) | (lam_u > 0.9)).float().mean()) < 0.25
+
+
 def test_generator_vs_barycenter_eval_uses_the_trained_generator(tmp_path):
     """``mixlab eval generator-vs-barycenter``: the distances are those of the run's own trained generator (not a
     fresh one), OptTransMix's barycenter and Mixup for the same seeded pairs; other methods are refused."""

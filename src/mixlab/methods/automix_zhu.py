@@ -40,7 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .base import MixInfo, choose_partners, interpolate, multilabel_bce, soft_cross_entropy
+from .base import MixInfo, check_alpha, choose_partners, interpolate, multilabel_bce, sample_beta, soft_cross_entropy
 from .learned import PixelSpaceMixer, count_parameters
 
 OUTPUTS = ("sigmoid", "linear")
@@ -153,6 +153,9 @@ class AutoMixZhu(PixelSpaceMixer):
         output: the generator's output mapping, ``"sigmoid"``, ``"linear"`` or ``"auto"`` (sigmoid when the
             training data lie in ``[0, 1]``, else linear; chosen in ``setup`` or on the first batch).
         checkpoint: a ``mixlab train`` checkpoint to load the trained generator from (for ``mixlab show``).
+        alpha: ``lam ~ Beta(alpha, alpha)`` per sample; 1 (default) is the paper's ``U(0, 1)``.
+        generator_lr_scale: the generator learns at this multiple of the run's learning rate (1: the paper's one
+            optimiser for both networks).
     ``mixer(x, y)`` returns the generated barycenters and their targets; the engine calls ``training_loss``.
     Zhu, Shi, Yan, Zha. AutoMix: Mixup Networks for Sample Interpolation via Cooperative Barycenter Learning.
     ECCV 2020.
@@ -163,7 +166,8 @@ class AutoMixZhu(PixelSpaceMixer):
     def __init__(self, recon_weight: float = 1.5, label_strategy: str = "lambda", pairs: str = "random",
                  clean_fraction: float = 0.5, in_channels: int | None = None,
                  widths: tuple[int, ...] = (16, 32, 64, 128, 128), se_reduction: int = 16,
-                 output: str = "auto", checkpoint: str | None = None, num_classes=None, seed=0, check_inputs=True):
+                 output: str = "auto", checkpoint: str | None = None, alpha: float = 1.0,
+                 generator_lr_scale: float = 1.0, num_classes=None, seed=0, check_inputs=True):
         super().__init__(num_classes, seed, check_inputs)
         if label_strategy not in LABEL_STRATEGIES:
             raise ValueError(f"label_strategy must be one of {sorted(LABEL_STRATEGIES)}, got {label_strategy!r}")
@@ -174,6 +178,9 @@ class AutoMixZhu(PixelSpaceMixer):
         choose_partners(torch.zeros(2, 1), torch.Generator(), pairs)  # validates the mode
         if output not in OUTPUTS + ("auto",):
             raise ValueError(f"output must be one of {OUTPUTS + ('auto',)}, got {output!r}")
+        if not generator_lr_scale > 0:
+            raise ValueError(f"generator_lr_scale must be > 0, got {generator_lr_scale}")
+        self.alpha, self.lr_scale = check_alpha(alpha), float(generator_lr_scale)
         self.output = output
         self._output_chosen = output != "auto"
         self.recon_weight = float(recon_weight)
@@ -231,8 +238,11 @@ class AutoMixZhu(PixelSpaceMixer):
 
     # ------------------------------------------------------------------------------------------------ pieces
     def sample(self, t: Tensor) -> tuple[Tensor, Tensor]:
-        """``lam ~ U(0, 1)`` per sample (CPU) and partner indices (on ``t``'s device)."""
-        lam = torch.rand(t.shape[0], generator=self.generator)
+        """``lam ~ U(0, 1)`` (or ``Beta(alpha, alpha)``) per sample (CPU) and partner indices (on ``t``'s
+        device)."""
+        n = t.shape[0]
+        lam = torch.rand(n, generator=self.generator) if self.alpha == 1.0 else sample_beta(self.alpha,
+                                                                                              self.generator, (n,))
         return lam, choose_partners(t, self.generator, self.pairs)
 
     def mixed_targets(self, t: Tensor, index: Tensor, lam: Tensor) -> Tensor:
@@ -295,4 +305,5 @@ class AutoMixZhu(PixelSpaceMixer):
 
     def extra_repr(self) -> str:
         return (f"recon_weight={self.recon_weight}, label_strategy={self.label_strategy}, pairs={self.pairs}, "
-                f"clean_fraction={self.clean_fraction}, output={self.output}")
+                f"clean_fraction={self.clean_fraction}, output={self.output}, alpha={self.alpha}, "
+                f"generator_lr_scale={self.lr_scale}")

@@ -145,6 +145,17 @@ def mix_at(model, h: Tensor, k: int, t: Tensor, lam: Tensor, perm: Tensor,
     return logits, interpolate(t, t[perm], lam_target)
 
 
+def parameter_groups(model: nn.Module, method: "Method", lr: float) -> list[dict]:
+    """Optimiser parameter groups: the model's parameters and the method's trainable ones, in one group, or the
+    method's in a second group at ``lr * method.lr_scale`` (key ``"lr_scale"`` kept for schedules) when the scale
+    is not 1."""
+    own = [p for p in method.parameters() if p.requires_grad]
+    scale = float(method.lr_scale)
+    if scale == 1.0 or not own:
+        return [{"params": list(model.parameters()) + own}]
+    return [{"params": list(model.parameters())}, {"params": own, "lr": lr * scale, "lr_scale": scale}]
+
+
 # ----------------------------------------------------------------------------------------------- classes
 @dataclass
 class MixInfo:
@@ -176,6 +187,8 @@ class Method(nn.Module):
     #: bumped when a change of default changes what the method trains; part of the run id when > 0, so a
     #: results store never hands back a run made with the old defaults
     revision = 0
+    #: the method's own trained parameters (e.g. AutoMix's generator) learn at ``lr_scale`` x the run's rate
+    lr_scale = 1.0
 
     def __init__(self, num_classes: int | None = None, seed: int | None = 0, check_inputs: bool = True):
         super().__init__()

@@ -30,7 +30,7 @@ from ..data import load_dataset
 from ..data.augment import BatchAugment
 from ..data.subsets import per_class_indices
 from ..locks import RunLocked
-from ..methods.base import Method, SetupContext, as_targets, multilabel_bce, soft_cross_entropy
+from ..methods.base import Method, SetupContext, as_targets, multilabel_bce, parameter_groups, soft_cross_entropy
 from ..registry import DATASETS, METHODS, MODELS
 from ..search import EngineProvider
 from ..seeding import derive_seed
@@ -286,8 +286,8 @@ class Trainer:
             raise TypeError(f"method {c.method} needs a staged model; {c.model} is not one")
         if hasattr(self.method, "setup"):
             self.method.setup(self.setup_context())
-        params = [p for p in self.model.parameters()] + [p for p in self.method.parameters() if p.requires_grad]
-        self.trained_params = [p for p in params if p.requires_grad]
+        params = parameter_groups(self.model, self.method, c.lr)
+        self.trained_params = [p for group in params for p in group["params"] if p.requires_grad]
         if c.optimizer == "sgd":
             self.optimizer = torch.optim.SGD(params, lr=c.lr, momentum=c.momentum, weight_decay=c.weight_decay,
                                              nesterov=c.nesterov)
@@ -443,7 +443,7 @@ class Trainer:
         """Set the epoch's learning rate and re-derive every random stream; returns the data generator."""
         c = self.config
         for group in self.optimizer.param_groups:
-            group["lr"] = c.lr * lr_factor(c, epoch)
+            group["lr"] = c.lr * lr_factor(c, epoch) * group.get("lr_scale", 1.0)
         rank = (self.rank,) if self.world_size > 1 else ()  # each process its own random streams
         torch.manual_seed(derive_seed(c.seed, epoch, "torch", *rank))
         self.method.reseed(derive_seed(c.seed, epoch, "method", *rank))

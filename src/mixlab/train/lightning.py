@@ -17,7 +17,7 @@ import lightning.pytorch as pl
 import torch
 from torch import Tensor, nn
 
-from ..methods.base import InputMixer, Method
+from ..methods.base import InputMixer, Method, parameter_groups
 from ..metrics import topk_correct
 from ..seeding import derive_seed
 from ..models.adapter import stage
@@ -77,7 +77,7 @@ class MixModule(pl.LightningModule):
         self.log("val_error", 100.0 * (1 - topk_correct(logits, y, (1,))[0].float() / len(y)))
 
     def configure_optimizers(self):
-        params = list(self.model.parameters()) + [p for p in self.method.parameters() if p.requires_grad]
+        params = parameter_groups(self.model, self.method, self.lr)
         return torch.optim.SGD(params, lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay)
 
 
