@@ -213,6 +213,25 @@ def test_automix_generator_lr_scale_and_lambda_distribution():
     assert float(edges) > 0.6 and float(((lam_u < 0.1) | (lam_u > 0.9)).float().mean()) < 0.25
 
 
+def test_channel_mask_fusion_keeps_round_c_lambda_channels_of_the_first_image():
+    net = BarycenterUNet(1, widths=(8, 8, 8, 8, 8), fusion="channel-mask")
+    f1, f2 = torch.randn(4, 8, 3, 3) + 10, torch.randn(4, 8, 3, 3) - 10  # which image a channel came from
+    lam = torch.tensor([0.0, 0.3, 0.55, 1.0]).reshape(-1, 1, 1, 1)
+    fused = net.fuse(f1, f2, lam, torch.Generator().manual_seed(0))
+    first, second = fused[:, :8], fused[:, 8:]
+    from_first = (first != 0).all(-1).all(-1)
+    assert from_first.sum(1).tolist() == [0, 2, 4, 8]  # round(8 lam)
+    assert torch.equal(from_first, (second == 0).all(-1).all(-1))  # the other channels come from the partner
+    assert torch.equal(first[from_first], f1[from_first]) and torch.equal(second[~from_first], f2[~from_first])
+    m = AutoMixZhu(fusion="channel-mask", widths=(8, 8, 8, 8, 8), in_channels=1, num_classes=10, seed=0)
+    x, y = torch.rand(6, 1, 16, 16), torch.arange(6)
+    x_mix, t_mix = m(x, y)
+    assert x_mix.shape == x.shape and torch.isfinite(x_mix).all()
+    assert torch.allclose(t_mix.sum(1), torch.ones(6))
+    with pytest.raises(ValueError, match="fusion"):
+        AutoMixZhu(fusion="add")
+
+
 def test_generator_vs_barycenter_eval_uses_the_trained_generator(tmp_path):
     """``mixlab eval generator-vs-barycenter``: the distances are those of the run's own trained generator (not a
     fresh one), OptTransMix's barycenter and Mixup for the same seeded pairs; other methods are refused."""

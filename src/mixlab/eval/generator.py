@@ -56,7 +56,7 @@ def run_generator_vs_barycenter(trainer, out_dir: Path, pairs: int = 64, lams: t
     with torch.no_grad():
         for v in lams:
             lam = torch.full((n,), float(v))
-            gen = automix.generator_net(x1, x2, lam)
+            gen = automix.generator_net(x1, x2, lam, automix.generator)
             bar = barycenter.barycenters(x1, x2, lam).clamp(0, 1)
             mix = interpolate(x1, x2, lam)
             d = dict(zip(keys, (l1_per_pair(gen, bar), l1_per_pair(mix, bar), l1_per_pair(gen, mix))))

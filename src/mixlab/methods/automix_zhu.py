@@ -26,8 +26,10 @@ Choices the paper leaves open (stated here, options where cheap):
 * Half of each batch is mixed, the other half is classified clean (``clean_fraction=0.5``, the repository's split).
   The paper's ``D*`` (section 2.3: ``D*(x) = y`` for a real image, ``D(x)`` for a generated one) has the
   discriminator see real images too; Eq. 10 alone, on mixed images only, is ``clean_fraction=0``. Measured on
-  MNIST-sub (quick protocol, seed 0): 17.6 % test error with 0, 9.95 % with 0.5. The repository's channel-mask
-  variant of the lambda weighting is not included.
+  MNIST-sub (quick protocol, seed 0): 17.6 % test error with 0, 9.95 % with 0.5.
+* Fusion of the two images' features (``fusion``): ``lambda`` weights them by ``lam`` and ``1 - lam`` (the
+  paper's); ``channel-mask`` (the repository's later variant, SPEC) keeps a random ``round(C lam)`` of the ``C``
+  channels of ``x1``'s features at each scale and the other channels of ``x2``'s, unweighted.
 * Label strategies (Table 6): ``lambda`` (d, the paper's), ``first`` (a), ``half`` (b), ``multilabel`` (c: the two
   targets added and clipped to 1, trained with sigmoid cross-entropy as a multi-label task).
 * Pairs (Table 6, "label conflict"): ``random`` (the paper's), ``same`` class, ``different`` class.
@@ -44,6 +46,7 @@ from .base import MixInfo, check_alpha, choose_partners, interpolate, multilabel
 from .learned import PixelSpaceMixer, count_parameters
 
 OUTPUTS = ("sigmoid", "linear")
+FUSIONS = ("lambda", "channel-mask")
 LABEL_STRATEGIES = {"lambda": "lambda", "d": "lambda", "first": "first", "a": "first", "half": "half", "b": "half",
                     "multilabel": "multilabel", "c": "multilabel"}
 
@@ -77,16 +80,19 @@ class BarycenterUNet(nn.Module):
         widths: channels of the five encoder scales.
         se_reduction: SE bottleneck ratio.
         output: ``"sigmoid"`` (images in ``[0, 1]``) or ``"linear"`` (unbounded data, e.g. standardised features).
+        fusion: ``"lambda"`` (the paper's weighting) or ``"channel-mask"`` (see the module docstring).
     Shapes: ``x1, x2`` (B, C, H, W); ``lam`` (B,) or 0-d; output (B, C, H, W), in ``(0, 1)`` with ``sigmoid``.
     Any ``H, W`` works (down-sampling floors, up-sampling returns to each skip's size).
     """
 
     def __init__(self, in_channels: int = 3, widths: tuple[int, ...] = (16, 32, 64, 128, 128), se_reduction: int = 16,
-                 output: str = "sigmoid"):
+                 output: str = "sigmoid", fusion: str = "lambda"):
         super().__init__()
         if output not in OUTPUTS:
             raise ValueError(f"output must be one of {OUTPUTS}, got {output!r}")
-        self.output = output
+        if fusion not in FUSIONS:
+            raise ValueError(f"fusion must be one of {FUSIONS}, got {fusion!r}")
+        self.output, self.fusion = output, fusion
         widths = tuple(int(w) for w in widths)
         self.in_channels, self.widths = in_channels, widths
         ins = (in_channels,) + widths[:-1]
@@ -112,11 +118,21 @@ class BarycenterUNet(nn.Module):
             feats.append(x)
         return feats
 
-    def forward(self, x1: Tensor, x2: Tensor, lam: Tensor) -> Tensor:
+    def fuse(self, f1: Tensor, f2: Tensor, lam: Tensor, generator: torch.Generator | None) -> Tensor:
+        """One scale's pair of feature maps, fused for the decoder: ``[f1 * lam] (+) [f2 * (1 - lam)]``, or with
+        ``channel-mask`` a random ``round(C lam)`` channels of ``f1`` and the rest of ``f2`` (per sample)."""
+        if self.fusion == "lambda":
+            return torch.cat([f1 * lam, f2 * (1 - lam)], 1)
+        b, c = f1.shape[:2]
+        rank = torch.rand(b, c, generator=generator).argsort(1).argsort(1).to(f1.device, non_blocking=True)
+        keep = (rank < torch.round(lam.reshape(-1, 1) * c)).to(f1.dtype)[:, :, None, None]
+        return torch.cat([f1 * keep, f2 * (1 - keep)], 1)
+
+    def forward(self, x1: Tensor, x2: Tensor, lam: Tensor, generator: torch.Generator | None = None) -> Tensor:
         b = x1.shape[0]
         feats = self.features(torch.cat([x1, x2]))  # one pass of the shared encoder over both images
         lam = lam.to(x1).reshape(-1, 1, 1, 1).expand(b, 1, 1, 1)
-        skips = [torch.cat([f[:b] * lam, f[b:] * (1 - lam)], 1) for f in feats]
+        skips = [self.fuse(f[:b], f[b:], lam, generator) for f in feats]
         h = self.bottleneck(skips[-1])
         for skip, block in zip(reversed(skips[:-1]), reversed(self.decoder)):
             h = F.interpolate(h, size=skip.shape[-2:], mode="bilinear", align_corners=False)
@@ -125,10 +141,10 @@ class BarycenterUNet(nn.Module):
         return torch.sigmoid(out) if self.output == "sigmoid" else out
 
     def get_extra_state(self) -> dict:  # the output mapping travels with the weights
-        return {"output": self.output}
+        return {"output": self.output, "fusion": self.fusion}
 
     def set_extra_state(self, state: dict) -> None:
-        self.output = state["output"]
+        self.output, self.fusion = state["output"], state.get("fusion", "lambda")
 
 
 def reconstruction_loss(x1: Tensor, x2: Tensor, x_hat: Tensor, lam: Tensor) -> Tensor:
@@ -156,6 +172,7 @@ class AutoMixZhu(PixelSpaceMixer):
         alpha: ``lam ~ Beta(alpha, alpha)`` per sample; 1 (default) is the paper's ``U(0, 1)``.
         generator_lr_scale: the generator learns at this multiple of the run's learning rate (1: the paper's one
             optimiser for both networks).
+        fusion: ``"lambda"`` (default, the paper's) or ``"channel-mask"`` (the repository's; module docstring).
     ``mixer(x, y)`` returns the generated barycenters and their targets; the engine calls ``training_loss``.
     Zhu, Shi, Yan, Zha. AutoMix: Mixup Networks for Sample Interpolation via Cooperative Barycenter Learning.
     ECCV 2020.
@@ -167,7 +184,8 @@ class AutoMixZhu(PixelSpaceMixer):
                  clean_fraction: float = 0.5, in_channels: int | None = None,
                  widths: tuple[int, ...] = (16, 32, 64, 128, 128), se_reduction: int = 16,
                  output: str = "auto", checkpoint: str | None = None, alpha: float = 1.0,
-                 generator_lr_scale: float = 1.0, num_classes=None, seed=0, check_inputs=True):
+                 generator_lr_scale: float = 1.0, fusion: str = "lambda", num_classes=None, seed=0,
+                 check_inputs=True):
         super().__init__(num_classes, seed, check_inputs)
         if label_strategy not in LABEL_STRATEGIES:
             raise ValueError(f"label_strategy must be one of {sorted(LABEL_STRATEGIES)}, got {label_strategy!r}")
@@ -180,7 +198,9 @@ class AutoMixZhu(PixelSpaceMixer):
             raise ValueError(f"output must be one of {OUTPUTS + ('auto',)}, got {output!r}")
         if not generator_lr_scale > 0:
             raise ValueError(f"generator_lr_scale must be > 0, got {generator_lr_scale}")
-        self.alpha, self.lr_scale = check_alpha(alpha), float(generator_lr_scale)
+        if fusion not in FUSIONS:
+            raise ValueError(f"fusion must be one of {FUSIONS}, got {fusion!r}")
+        self.alpha, self.lr_scale, self.fusion = check_alpha(alpha), float(generator_lr_scale), fusion
         self.output = output
         self._output_chosen = output != "auto"
         self.recon_weight = float(recon_weight)
@@ -197,7 +217,7 @@ class AutoMixZhu(PixelSpaceMixer):
 
     def build(self, in_channels: int) -> BarycenterUNet:
         output = "sigmoid" if self.output == "auto" else self.output  # "auto": settled by choose_output
-        self.generator_net = BarycenterUNet(in_channels, self.widths, self.se_reduction, output)
+        self.generator_net = BarycenterUNet(in_channels, self.widths, self.se_reduction, output, self.fusion)
         self._output_chosen = self.output != "auto"
         return self.generator_net
 
@@ -219,6 +239,7 @@ class AutoMixZhu(PixelSpaceMixer):
         if weight is None:
             raise ValueError(f"{path} holds no AutoMix (Zhu) generator (no 'generator_net.*' weights)")
         state = {"generator_net._extra_state": {"output": "sigmoid"}, **state}  # saved before the option existed
+        self.fusion = state["generator_net._extra_state"].get("fusion", "lambda")
         self.build(weight.shape[0])
         self._output_chosen = True
         self.load_state_dict(state)
@@ -259,7 +280,7 @@ class AutoMixZhu(PixelSpaceMixer):
     def generate(self, x01: Tensor, index: Tensor, lam: Tensor) -> Tensor:
         if self.generator_net is None or not self._output_chosen:
             self.choose_output(x01)
-        return self.generator_net(x01, x01[index], lam.to(x01.device, non_blocking=True))
+        return self.generator_net(x01, x01[index], lam.to(x01.device, non_blocking=True), self.generator)
 
     # ---------------------------------------------------------------------------------------------- contract
     def mix(self, x: Tensor, t: Tensor):
@@ -296,7 +317,7 @@ class AutoMixZhu(PixelSpaceMixer):
             self.build(x01.shape[1])
         self.eval()
         with torch.no_grad():
-            x_hat = self.generator_net(x1, x2, lam)
+            x_hat = self.generator_net(x1, x2, lam, self.generator)
         trained = (f"generator of {Path(self.checkpoint).parent.name}" if self.checkpoint
                    else "untrained generator: pass checkpoint=RUN/checkpoint.pt")
         rows = [f"lam={v:.2f}" for v in lam.tolist()]
@@ -306,4 +327,4 @@ class AutoMixZhu(PixelSpaceMixer):
     def extra_repr(self) -> str:
         return (f"recon_weight={self.recon_weight}, label_strategy={self.label_strategy}, pairs={self.pairs}, "
                 f"clean_fraction={self.clean_fraction}, output={self.output}, alpha={self.alpha}, "
-                f"generator_lr_scale={self.lr_scale}")
+                f"generator_lr_scale={self.lr_scale}, fusion={self.fusion}")
