@@ -66,7 +66,7 @@ def test_bench_method_arg_and_validation_holdout(tmp_path, capsys):
 
 def test_bench_skips_a_run_another_process_is_training(tmp_path, capsys):
     from mixlab.protocols import get_protocol
-    from mixlab.train.engine import run_lock
+    from mixlab.locks import run_lock
 
     config = get_protocol("digits-quick").train_config("mixup", 0, epochs=1)
     with run_lock(tmp_path / "runs" / config.run_id()):  # "another process" is training mixup seed 0

@@ -54,7 +54,7 @@ def test_a_run_being_trained_elsewhere_is_locked_and_a_killed_holders_lock_is_fr
     import sys
 
     from mixlab.train import RunLocked
-    from mixlab.train.engine import run_lock
+    from mixlab.locks import run_lock
 
     config = TrainConfig(method="erm", **{**SMALL, "epochs": 1})
     trainer = Trainer(config, out=tmp_path, progress=False)
@@ -66,7 +66,7 @@ def test_a_run_being_trained_elsewhere_is_locked_and_a_killed_holders_lock_is_fr
     assert not lock.exists()
     # another process holds the run, then is killed (no clean-up): its lock file stays behind, but unlocked
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; from pathlib import Path; from mixlab.train.engine import run_lock\n"
+        [sys.executable, "-c", "import sys, time; from pathlib import Path; from mixlab.locks import run_lock\n"
          "with run_lock(Path(sys.argv[1])):\n    print('held', flush=True); time.sleep(120)", str(trainer.run_dir)],
         stdout=subprocess.PIPE, text=True)
     try:
@@ -195,7 +195,7 @@ def test_run_lock_does_not_hold_a_file_its_previous_holder_removed_meanwhile(tmp
     import fcntl
     import os
 
-    from mixlab.train.engine import run_lock
+    from mixlab.locks import run_lock
 
     real_flock, calls = fcntl.flock, []
 

@@ -290,7 +290,7 @@ def test_killed_sweep_resumes_without_rerunning_finished_runs(tmp_path, monkeypa
 def test_reproduction_skips_a_run_another_process_is_training(tmp_path, monkeypatch):
     from mixlab import reproduce
     from mixlab.protocols import PROTOCOLS, Protocol
-    from mixlab.train.engine import run_lock
+    from mixlab.locks import run_lock
 
     monkeypatch.setitem(PROTOCOLS, "test-tiny", Protocol(
         "test-tiny", "digits, 1 epoch", dict(TINY, subset_per_class=10, test_limit=100), ("erm", "mixup"), trials=1))

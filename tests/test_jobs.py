@@ -88,7 +88,7 @@ def test_a_teacher_trained_by_another_process_is_waited_for(tmp_path, capsys):
 
     from mixlab.search import run_waiting
     from mixlab.train import Trainer
-    from mixlab.train.engine import run_lock
+    from mixlab.locks import run_lock
 
     trainer = Trainer(TrainConfig(method="erm", **TINY), out=tmp_path, progress=False, store=False)
     held, release = threading.Event(), threading.Event()
