@@ -261,6 +261,11 @@ def test_generator_vs_barycenter_eval_uses_the_trained_generator(tmp_path):
     assert got["generator_vs_barycenter"]["mean"] == pytest.approx(float(l1_per_pair(gen, bar).mean()), rel=1e-5)
     assert got["mixup_vs_barycenter"]["mean"] == pytest.approx(float(l1_per_pair(mix, bar).mean()), rel=1e-5)
     assert got["generator_vs_mixup"]["mean"] != pytest.approx(float(l1_per_pair(fresh, mix).mean()), rel=1e-3)
+    # Eq. 9 in closed form: Mixup's image costs 2 lam (1 - lam) |x1 - x2|_1, the heavier input min(lam, 1 - lam) of it
+    d12 = l1_per_pair(x1, x2)
+    assert got["eq9_mixup"]["mean"] == pytest.approx(float((2 * 0.3 * 0.7 * d12).mean()), rel=1e-5)
+    assert got["eq9_heavier"]["mean"] == pytest.approx(float((0.3 * d12).mean()), rel=1e-5)
+    assert got["eq9_generator"]["mean"] == pytest.approx(float(reconstruction_loss(x1, x2, gen, lam)), rel=1e-5)
     erm = make_trainer(TrainConfig(method="erm", **common), out=tmp_path, progress=False).run()["run_id"]
     with pytest.raises(ValueError, match="automix-zhu run"):
         run_eval(tmp_path, erm, "generator-vs-barycenter")

@@ -42,7 +42,10 @@ def summary(metrics: dict) -> str:
     gap = metrics.get("all", {})
     if "generator_vs_barycenter" in gap:
         parts.append("L1 per pixel over every pair and ratio: " + ", ".join(
-            f"{k.replace('_', ' ')} {v['mean']:.4f} +- {v['std']:.4f}" for k, v in gap.items()))
+            f"{k.replace('_', ' ')} {v['mean']:.4f} +- {v['std']:.4f}" for k, v in gap.items()
+            if not k.startswith("eq9")))
+        parts.append("Eq. 9 (lam |x1 - x^| + (1 - lam) |x2 - x^|) of " + ", ".join(
+            f"{k.removeprefix('eq9_')} {v['mean']:.4f}" for k, v in gap.items() if k.startswith("eq9")))
     if "figure" in metrics:
         parts.append(f"figure {metrics['figure']}")
     return "; ".join(parts)

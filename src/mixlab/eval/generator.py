@@ -4,7 +4,9 @@ The AutoMix paper says its generator learns barycenter-like mixes (section 2.3, 
 trained ``automix-zhu`` run, draws pairs of test images, and for each pair and ratio ``lam`` sets the generator's
 output ``G(x1, x2, lam)`` beside the entropic Wasserstein barycenter of OptTransMix (the same ``lam`` on ``x1``,
 its default ``reg``) and beside Mixup's ``lam x1 + (1 - lam) x2``. Distances are per-pixel mean ``|a - b|`` in
-``[0, 1]`` pixel space (the ``|.|_1`` of Eq. 9), one per pair.
+``[0, 1]`` pixel space (the ``|.|_1`` of Eq. 9), one per pair. Beside them, the value of Eq. 9 itself,
+``lam |x1 - x^|_1 + (1 - lam) |x2 - x^|_1``, for each candidate ``x^`` (the generator's output, the barycenter, Mixup's
+image, and the heavier input alone): the reconstruction term the generator is trained to lower.
 """
 from __future__ import annotations
 
@@ -19,13 +21,20 @@ def l1_per_pair(a: Tensor, b: Tensor) -> Tensor:
     return (a - b).abs().flatten(1).mean(1)
 
 
+def eq9_per_pair(x1: Tensor, x2: Tensor, x_hat: Tensor, lam: Tensor) -> Tensor:
+    """Eq. 9 of AutoMix per pair, ``lam |x1 - x^|_1 + (1 - lam) |x2 - x^|_1`` (per-pixel means): ``(B,)``; its batch
+    mean is :func:`mixlab.methods.automix_zhu.reconstruction_loss`."""
+    return lam * l1_per_pair(x1, x_hat) + (1 - lam) * l1_per_pair(x2, x_hat)
+
+
 def run_generator_vs_barycenter(trainer, out_dir: Path, pairs: int = 64, lams: tuple = (0.2, 0.35, 0.5, 0.65, 0.8),
                                 reg: float | None = None, shown: int = 4, seed: int = 0) -> dict:
     """L1 distances, per ratio, between the run's generator output, OptTransMix's barycenter and Mixup for
     ``pairs`` random test pairs (seeded); a picture of ``shown`` pairs at every ratio.
 
     Returns, per ``lam``: mean and std over pairs of ``generator_vs_barycenter``, ``mixup_vs_barycenter``,
-    ``generator_vs_mixup``; and the same averaged over every ratio under ``"all"``.
+    ``generator_vs_mixup`` and of Eq. 9 for ``eq9_generator``, ``eq9_barycenter``, ``eq9_mixup``, ``eq9_heavier``;
+    and the same over every ratio under ``"all"``.
     """
     from ..methods.automix_zhu import AutoMixZhu
     from ..methods.base import interpolate
@@ -50,7 +59,8 @@ def run_generator_vs_barycenter(trainer, out_dir: Path, pairs: int = 64, lams: t
     n = pick.numel() // 2
     x1, x2 = x[pick[:n]].cpu(), x[pick[n:2 * n]].cpu()
     barycenter = OptTransMix(**({} if reg is None else {"reg": reg}))
-    keys = ("generator_vs_barycenter", "mixup_vs_barycenter", "generator_vs_mixup")
+    keys = ("generator_vs_barycenter", "mixup_vs_barycenter", "generator_vs_mixup", "eq9_generator",
+            "eq9_barycenter", "eq9_mixup", "eq9_heavier")
     out = {"pairs": n, "reg": barycenter.reg, "lams": [float(v) for v in lams]}
     stacked, images = {k: [] for k in keys}, []
     with torch.no_grad():
@@ -59,7 +69,9 @@ def run_generator_vs_barycenter(trainer, out_dir: Path, pairs: int = 64, lams: t
             gen = automix.generator_net(x1, x2, lam, automix.generator)
             bar = barycenter.barycenters(x1, x2, lam).clamp(0, 1)
             mix = interpolate(x1, x2, lam)
-            d = dict(zip(keys, (l1_per_pair(gen, bar), l1_per_pair(mix, bar), l1_per_pair(gen, mix))))
+            heavier = torch.where(lam[:, None, None, None] >= 0.5, x1, x2)
+            d = dict(zip(keys, (l1_per_pair(gen, bar), l1_per_pair(mix, bar), l1_per_pair(gen, mix),
+                                *(eq9_per_pair(x1, x2, c, lam) for c in (gen, bar, mix, heavier)))))
             out[f"lam={v:g}"] = {k: {"mean": float(t.mean()), "std": float(t.std()) if n > 1 else 0.0}
                                  for k, t in d.items()}
             for k in keys:
