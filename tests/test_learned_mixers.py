@@ -104,7 +104,7 @@ def test_generator_reproduces_standardised_features_with_a_linear_output():
         else:  # a sigmoid cannot go below 0: the negative half stays lost
             assert out.min() > 0 and err > 0.6 * x.abs().mean()
     state = m.state_dict()
-    assert state["generator_net._extra_state"] == {"output": "linear"}
+    assert state["generator_net._extra_state"] == {"output": "linear", "fusion": "lambda"}
     again = AutoMixZhu(num_classes=5, widths=(8,) * 5, in_channels=1)
     again.load_state_dict(state)
     assert again.generator_net.output == "linear"
