@@ -21,12 +21,6 @@ def l1_per_pair(a: Tensor, b: Tensor) -> Tensor:
     return (a - b).abs().flatten(1).mean(1)
 
 
-def eq9_per_pair(x1: Tensor, x2: Tensor, x_hat: Tensor, lam: Tensor) -> Tensor:
-    """Eq. 9 of AutoMix per pair, ``lam |x1 - x^|_1 + (1 - lam) |x2 - x^|_1`` (per-pixel means): ``(B,)``; its batch
-    mean is :func:`mixlab.methods.automix_zhu.reconstruction_loss`."""
-    return lam * l1_per_pair(x1, x_hat) + (1 - lam) * l1_per_pair(x2, x_hat)
-
-
 def run_generator_vs_barycenter(trainer, out_dir: Path, pairs: int = 64, lams: tuple = (0.2, 0.35, 0.5, 0.65, 0.8),
                                 reg: float | None = None, shown: int = 4, seed: int = 0) -> dict:
     """L1 distances, per ratio, between the run's generator output, OptTransMix's barycenter and Mixup for
@@ -36,7 +30,7 @@ def run_generator_vs_barycenter(trainer, out_dir: Path, pairs: int = 64, lams: t
     ``generator_vs_mixup`` and of Eq. 9 for ``eq9_generator``, ``eq9_barycenter``, ``eq9_mixup``, ``eq9_heavier``;
     and the same over every ratio under ``"all"``.
     """
-    from ..methods.automix_zhu import AutoMixZhu
+    from ..methods.automix_zhu import AutoMixZhu, reconstruction_per_sample
     from ..methods.base import interpolate
     from ..methods.opttransmix import OptTransMix
     from ..viz import image_table
@@ -71,7 +65,7 @@ def run_generator_vs_barycenter(trainer, out_dir: Path, pairs: int = 64, lams: t
             mix = interpolate(x1, x2, lam)
             heavier = torch.where(lam[:, None, None, None] >= 0.5, x1, x2)
             d = dict(zip(keys, (l1_per_pair(gen, bar), l1_per_pair(mix, bar), l1_per_pair(gen, mix),
-                                *(eq9_per_pair(x1, x2, c, lam) for c in (gen, bar, mix, heavier)))))
+                                *(reconstruction_per_sample(x1, x2, c, lam) for c in (gen, bar, mix, heavier)))))
             out[f"lam={v:g}"] = {k: {"mean": float(t.mean()), "std": float(t.std()) if n > 1 else 0.0}
                                  for k, t in d.items()}
             for k in keys:

@@ -147,12 +147,17 @@ class BarycenterUNet(nn.Module):
         self.output, self.fusion = state["output"], state.get("fusion", "lambda")
 
 
-def reconstruction_loss(x1: Tensor, x2: Tensor, x_hat: Tensor, lam: Tensor) -> Tensor:
-    """Eq. 9: ``lam |x1 - x^|_1 + (1 - lam) |x2 - x^|_1`` with ``|.|_1`` the per-pixel mean; batch mean."""
+def reconstruction_per_sample(x1: Tensor, x2: Tensor, x_hat: Tensor, lam: Tensor) -> Tensor:
+    """Eq. 9 per sample: ``lam |x1 - x^|_1 + (1 - lam) |x2 - x^|_1`` with ``|.|_1`` the per-pixel mean: ``(B,)``."""
     dims = tuple(range(1, x1.dim()))
     d1 = (x1 - x_hat).abs().mean(dims)
     d2 = (x2 - x_hat).abs().mean(dims)
-    return interpolate(d1, d2, lam).mean()
+    return interpolate(d1, d2, lam)
+
+
+def reconstruction_loss(x1: Tensor, x2: Tensor, x_hat: Tensor, lam: Tensor) -> Tensor:
+    """Eq. 9, the batch mean of :func:`reconstruction_per_sample`."""
+    return reconstruction_per_sample(x1, x2, x_hat, lam).mean()
 
 
 class AutoMixZhu(PixelSpaceMixer):
