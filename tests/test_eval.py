@@ -342,3 +342,22 @@ def test_quick_image_protocols_score_the_whole_test_set():
     quick = [p for name, p in PROTOCOLS.items() if name.endswith("-quick")]
     assert len(quick) > 5
     assert [p.name for p in quick if p.config.get("test_limit")] == []
+
+
+def test_image_table_title_clears_the_column_headings(tmp_path, monkeypatch):
+    """The suptitle of a tall grid (e.g. generator-vs-barycenter's 12 rows) must not overlap the column headings."""
+    import matplotlib.pyplot as plt
+    import mixlab.viz as viz
+    close = plt.close
+    monkeypatch.setattr(plt, "close", lambda fig=None: None)  # keep the saved figure open to measure it
+    columns = [(f"lam={j}", torch.rand(12, 1, 28, 28, generator=torch.Generator().manual_seed(j))) for j in range(7)]
+    viz.image_table(columns, tmp_path / "grid.png", row_labels=[f"row {i}" for i in range(12)],
+                    title="a title as long as the evaluation's, over the middle of the headings")
+    fig = plt.figure(plt.get_fignums()[-1])
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    title = fig._suptitle.get_window_extent(renderer)
+    headings = [ax.title.get_window_extent(renderer) for ax in fig.axes if ax.get_title()]
+    assert len(headings) == 7
+    assert all(title.y0 >= h.y1 - 0.5 for h in headings), (title, headings)
+    close(fig)

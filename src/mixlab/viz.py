@@ -81,7 +81,9 @@ def image_table(columns: list[tuple[str, Tensor]], path: str | Path, row_labels:
     maps (drawn with a colour map, as are columns whose heading is in ``maps``)."""
     plt = _plt()
     n = columns[0][1].shape[0]
-    fig, axes = plt.subplots(n, len(columns), figsize=(1.5 * len(columns) + 0.6, 1.5 * n + 0.4), squeeze=False)
+    # constrained layout keeps the suptitle clear of the column headings (tight_layout lets them overlap)
+    fig, axes = plt.subplots(n, len(columns), figsize=(1.5 * len(columns) + 0.6, 1.5 * n + 0.4), squeeze=False,
+                             layout="constrained")
     for j, (head, images) in enumerate(columns):
         for i in range(n):
             ax = axes[i, j]
@@ -150,9 +152,11 @@ def weights_figure(lam: Tensor, t_mix: Tensor, classes: list[str], path: str | P
 
 
 def save_figure(fig, path: str | Path, dpi: int = 110) -> Path:
-    """``tight_layout``, write ``path`` (folders created) and close the figure."""
+    """``tight_layout`` (unless the figure has its own layout engine), write ``path`` (folders created) and close
+    the figure."""
     plt = _plt()
-    fig.tight_layout()
+    if fig.get_layout_engine() is None:
+        fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=dpi)
