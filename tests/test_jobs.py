@@ -195,3 +195,12 @@ def test_ray_tasks_bring_results_and_checkpoints_back_and_retry_killed_workers(t
                 assert all(torch.equal(wa[k], wb[k]) for k in wa), (rid, copy_back)
     finally:
         ray.shutdown()
+
+
+def test_log_lines_name_the_method_options_that_tell_two_rows_apart():
+    from mixlab.train.runs import default_label
+
+    plain = TrainConfig(method="amp+sentmixup", seed=2, protocol="amp-trec-cnn-quick")
+    shared = dataclasses.replace(plain, method_kwargs={"shared_dropout": True})
+    assert default_label(plain, 1, 4) == "  [1/4] amp-trec-cnn-quick amp+sentmixup seed 2"
+    assert default_label(shared, 2, 4) == "  [2/4] amp-trec-cnn-quick amp+sentmixup (shared_dropout=true) seed 2"

@@ -9,6 +9,7 @@ from .. import distributed as ddp
 from ..checks import positive_int
 from ..config import TrainConfig, fit_to_jobs, threads_per_job
 from ..results import ResultsStore
+from ..results.store import format_options
 from .engine import outcome, run_unless_locked
 from .factory import make_trainer, trainer_class
 
@@ -54,7 +55,7 @@ def train_missing(configs: Iterable[TrainConfig], out: str | Path, data_dir: str
     store = ResultsStore(out)
     trainers = [make_trainer(c, out=out, data_dir=data_dir, progress=progress) for c in configs]
     todo = list({t.run_id: t for t in trainers if not store.has_run(t.run_id)}.values())  # each run once
-    label = label or (lambda c, i, n: f"  [{i}/{n}] {c.protocol} {c.method} seed {c.seed}")
+    label = label or default_label
     if say_done:
         for t in trainers:
             if t not in todo:
@@ -77,6 +78,12 @@ def train_missing(configs: Iterable[TrainConfig], out: str | Path, data_dir: str
             else:
                 log(f"{texts[trainer.run_id]}: {outcome(result)}")
     return [t.run_id for t in trainers], locked
+
+
+def default_label(config: TrainConfig, i: int, n: int) -> str:
+    """``  [i/n] protocol method (options) seed s``: the options tell apart two rows of one method."""
+    options = format_options(config.method_kwargs)
+    return f"  [{i}/{n}] {config.protocol} {config.method}{f' ({options})' if options else ''} seed {config.seed}"
 
 
 def train_side_by_side(configs: list[TrainConfig], texts: list[str], out: str | Path, jobs: int,
