@@ -40,6 +40,13 @@ def test_bench_json_report_and_resume(tmp_path, capsys):
     assert {r["method"] for r in rows} == {"erm", "mixup"} and all(r["trials"] == 2 for r in rows)
     assert main(["report", "--out", str(tmp_path)]) == 0
     assert "mixup" in capsys.readouterr().out
+    assert main(["report", "--out", str(tmp_path), "--paired", "erm", "--json"]) == 0  # mixup - erm, seed by seed
+    (paired,) = last_json(capsys)
+    erm = {r["method"]: r for r in rows}["erm"]
+    assert paired["method"] == "mixup" and paired["base"] == "erm" and paired["paired_seeds"] == [0, 1]
+    assert paired["diffs"] == pytest.approx([a - b for a, b in zip(m["errors"], erm["errors"])])
+    assert main(["report", "--out", str(tmp_path), "--paired", "erm"]) == 0
+    assert "s0: " in capsys.readouterr().out
 
 
 def test_bench_method_arg_and_validation_holdout(tmp_path, capsys):

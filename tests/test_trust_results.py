@@ -289,3 +289,47 @@ def test_train_help_gives_every_flag_its_meaning_and_default():
     assert not missing, f"flags without meaning or default in mixlab train --help: {missing}"
     text = train.format_help()
     assert "else 10)" in text and "else 50)" in text  # TrainConfig's epochs and batch size
+
+
+def _cv_run(method, seed, fold, error, **method_kwargs):
+    config = {"dataset": "subj", "model": "kim-cnn", "seed": seed, "method": method,
+              "data_kwargs": {"dev_fraction": 0.1, "fold": fold}, "method_kwargs": method_kwargs}
+    return {"run_id": f"{method}-{seed}-{fold}-{sorted(method_kwargs)}", "protocol": "amp-subj-cnn-quick",
+            "dataset": "subj", "model": "kim-cnn", "method": method, "seed": seed, "status": "ok",
+            "test_error": error, "metrics": {"test_error": error}, "config": config}
+
+
+def test_report_rows_treat_cross_validation_folds_as_parts_of_a_trial():
+    """Quick CV protocols train trial s on fold s: one row over the seeds, not one row per fold; a full CV trial
+    (several folds of one seed) is the mean over its folds, and the spread is over seeds."""
+    from mixlab.results import summarize
+
+    quick = [_cv_run("erm", s, s, e) for s, e in ((0, 11.0), (1, 12.1), (2, 12.4))]
+    (row,) = summarize(quick)
+    assert row["trials"] == 3 and row["mean_error"] == pytest.approx(11.833333) and row["variant"] == ""
+    full = [_cv_run("erm", s, f, 10.0 + s + f) for s in (0, 1) for f in (0, 1, 2)]
+    (row,) = summarize(full)
+    assert row["trials"] == 2 and sorted(row["errors"]) == pytest.approx([11.0, 12.0])
+
+
+def test_report_paired_differences_match_seed_by_seed():
+    from mixlab.results import summarize
+    from mixlab.results.store import paired_differences
+
+    runs = [_cv_run("sentmixup", s, s, e) for s, e in ((0, 11.5), (1, 10.5), (2, 11.1))]
+    runs += [_cv_run("amp+sentmixup", s, s, e) for s, e in ((0, 11.8), (1, 12.4), (2, 12.4))]
+    runs += [_cv_run("amp+sentmixup", s, s, e, shared_dropout=True) for s, e in ((0, 11.2), (2, 11.8))]
+    rows = summarize(runs)
+    by = {(d["method"], d["options"]): d for d in paired_differences(rows, "sentmixup")}
+    amp = by[("amp+sentmixup", "")]
+    assert amp["diffs"] == pytest.approx([0.3, 1.9, 1.3]) and amp["mean_diff"] == pytest.approx(7 / 6)
+    assert amp["std_diff"] == pytest.approx(0.8083, abs=1e-4) and amp["base"] == "sentmixup"
+    shared = by[("amp+sentmixup", "shared_dropout=true")]
+    assert shared["paired_seeds"] == [0, 2] and shared["diffs"] == pytest.approx([-0.3, 0.7])
+    # the base among two rows of one method: the one with fewer options, or the one named with its options
+    (d,) = [d for d in paired_differences(rows, "amp+sentmixup") if d["method"] == "amp+sentmixup"]
+    assert d["options"] == "shared_dropout=true" and d["diffs"] == pytest.approx([-0.6, -0.6])
+    named = paired_differences(rows, "amp+sentmixup (shared_dropout=true)")
+    assert {d["base"] for d in named} == {"amp+sentmixup (shared_dropout=true)"}
+    with pytest.raises(ValueError, match="no row of method 'mixup'"):
+        paired_differences(rows, "mixup")

@@ -13,6 +13,10 @@ def add_parser(sub) -> None:
     p.add_argument("--curves", default=None, metavar="PNG",
                    help="also plot the dev-error learning curves of the selected text runs (one panel per dataset) "
                         "and print where each levelled off")
+    p.add_argument("--paired", default=None, metavar="BASE",
+                   help="instead of the table: each row minus the BASE method's row of the same protocol, seed by "
+                        "seed (mean +- std of the differences over the seeds both have); BASE: a method, or "
+                        "'METHOD (OPTIONS)' as the table shows them, e.g. 'amp+sentmixup (shared_dropout=true)'")
     p.set_defaults(func=run)
 
 
@@ -29,6 +33,8 @@ def run(args) -> int:
     rows, diverged = summarize(runs), diverged_runs(runs)
     if args.curves:
         plot_curves(runs, args.curves)
+    if args.paired:
+        return print_paired(rows, args.paired, args.json)
     if args.json:  # one entry per configuration (status "ok"), then one per diverged run (status "diverged")
         print_json([{"status": "ok", **r} for r in rows] + diverged)
         return 0
@@ -44,6 +50,22 @@ def run(args) -> int:
         print(f"\ndiverged (non-finite training loss; no error, not averaged above): {len(diverged)} run(s)")
         for d in diverged:
             print(f"  {d['protocol']} {d['dataset']} {d['model']}: {describe_diverged(d)}")
+    return 0
+
+
+def print_paired(rows: list[dict], base: str, as_json: bool) -> int:
+    from ..results.store import format_mean_std, paired_differences
+
+    diffs = paired_differences(rows, base)
+    if as_json:
+        print_json(diffs)
+        return 0
+    print(f"{'protocol':<26}{'method':<20}{'options':<24}{'base':<26}{'error - base (mean +- std)':>28}{'n':>4}"
+          "   per seed")
+    for d in diffs:
+        print(f"{str(d['protocol']):<26}{d['method']:<20}{d['options'] or '-':<24}{d['base']:<26}"
+              f"{format_mean_std(d['mean_diff'], d['std_diff'], len(d['diffs']), 28, sign=True)}{len(d['diffs']):>4}   "
+              + ", ".join(f"s{s}: {v:+.2f}" for s, v in sorted(zip(d["paired_seeds"], d["diffs"]))))
     return 0
 
 

@@ -116,9 +116,10 @@ def mean_std(values: list[float]) -> tuple[float, float]:
     return mean, std
 
 
-def format_mean_std(mean: float, std: float, n: int, width: int = 0) -> str:
-    """``mean +- std`` over ``n`` values; a single value has no spread, so ``mean (n=1)``."""
-    text = f"{mean:.2f} +- {std:.2f}" if n > 1 else f"{mean:.2f} (n=1)"
+def format_mean_std(mean: float, std: float, n: int, width: int = 0, sign: bool = False) -> str:
+    """``mean +- std`` over ``n`` values; a single value has no spread, so ``mean (n=1)``. ``sign``: ``+0.20``."""
+    m = f"{mean:+.2f}" if sign else f"{mean:.2f}"
+    text = f"{m} +- {std:.2f}" if n > 1 else f"{m} (n=1)"
     return f"{text:>{width}}"
 
 
@@ -155,6 +156,27 @@ def combine_folds(runs: list[dict]) -> dict:
             "train_seconds": sum(r.get("train_seconds") or 0 for r in runs)}
 
 
+def _without_fold(config: dict) -> dict:
+    """``config`` without ``data_kwargs.fold`` (a copy where there is one)."""
+    data = config.get("data_kwargs") or {}
+    if "fold" not in data:
+        return config
+    return {**config, "data_kwargs": {k: v for k, v in data.items() if k != "fold"}}
+
+
+def combine_trials(runs) -> list[dict]:
+    """Cross-validated runs as trials: the fold runs of one configuration and seed combined by
+    :func:`combine_folds` (in first-seen order); runs without folds, and a trial of one fold (the quick protocols:
+    trial s on fold s), come back as they are."""
+    trials: dict[tuple, list[dict]] = {}
+    for r in runs:
+        config = _without_fold({k: v for k, v in (r.get("config") or {}).items() if k != "seed"})
+        key = (r.get("protocol"), r.get("dataset"), r.get("model"), r.get("method"), r.get("seed"),
+               json.dumps(config, sort_keys=True, default=str))
+        trials.setdefault(key, []).append(r)
+    return [combine_folds(members) for members in trials.values()]
+
+
 def format_options(options: dict | None) -> str:
     """Method options as ``--method-arg`` writes them: ``m=2, mix_at=feature-map, mean_loss=true`` ("" if none)."""
     return ", ".join(f"{k}={v if isinstance(v, str) else json.dumps(v)}" for k, v in sorted((options or {}).items()))
@@ -170,11 +192,9 @@ def summarize(runs: list[dict], keys=("protocol", "dataset", "model", "method"),
     ``options`` lists the method options the runs were trained with (the protocol's and the user's), always.
     """
     groups: dict[tuple, list[dict]] = {}
-    flat: dict[tuple, dict] = {}  # each group's config (seed left out), flattened to "a.b" keys
-    for r in runs:
-        if r.get(metric) is None or r.get("status", "ok") != "ok":  # diverged runs: diverged_runs()
-            continue
-        config = {k: v for k, v in (r.get("config") or {}).items() if k != "seed"}
+    flat: dict[tuple, dict] = {}  # each group's config (seed and fold left out), flattened to "a.b" keys
+    for r in combine_trials(r for r in runs if r.get(metric) is not None and r.get("status", "ok") == "ok"):
+        config = _without_fold({k: v for k, v in (r.get("config") or {}).items() if k != "seed"})
         group = (tuple(r.get(k) for k in keys), json.dumps(config, sort_keys=True, default=str))
         groups.setdefault(group, []).append(r)
         flat.setdefault(group, _flat(config))
@@ -197,6 +217,47 @@ def summarize(runs: list[dict], keys=("protocol", "dataset", "model", "method"),
                      "std_error": std, "errors": vals, "seeds": [m["seed"] for m in members],
                      "train_seconds": sum(m.get("train_seconds") or 0 for m in members) / len(members)})
     return rows
+
+
+def paired_differences(rows: list[dict], base: str) -> list[dict]:
+    """Each :func:`summarize` row against a base row of the same protocol, dataset and model, seed by seed: the
+    mean +- std of ``row error - base error`` over the seeds both have (same seed: same initialisation, data
+    order and fold), which removes the seed-to-seed spread the two rows share.
+
+    ``base``: a method name (``"sentmixup"``), or ``"METHOD (OPTIONS)"`` with the options as the rows show them
+    (``"amp+sentmixup (shared_dropout=true)"``) where one method has several rows; a bare name picks that
+    method's row with the fewest options. Rows whose group has no base row, and the base row itself, are left out.
+    Returns dicts with the row's keys plus ``base``, ``mean_diff``, ``std_diff``, ``diffs``, ``paired_seeds``.
+    """
+    name, _, opts = base.partition(" (")
+    opts = opts[:-1] if opts.endswith(")") else opts
+    group = lambda r: (r.get("protocol"), r.get("dataset"), r.get("model"))  # noqa: E731
+    bases: dict[tuple, dict] = {}
+    for r in rows:
+        if r["method"] != name or (opts and r["options"] != opts):
+            continue
+        seen = bases.get(group(r))
+        if seen is not None and len(seen["options"]) == len(r["options"]):
+            raise ValueError(f"base {base!r} matches two rows of {group(r)} (options {seen['options']!r} and "
+                             f"{r['options']!r}); name one as 'METHOD (OPTIONS)'")
+        if seen is None or len(r["options"]) < len(seen["options"]):
+            bases[group(r)] = r
+    if not bases:
+        raise ValueError(f"no row of method {base!r} in the selected runs (mixlab report lists the rows)")
+    out = []
+    for r in rows:
+        b = bases.get(group(r))
+        if b is None or r is b:
+            continue
+        theirs = dict(zip(b["seeds"], b["errors"]))
+        seeds = [s for s in r["seeds"] if s in theirs]
+        if not seeds:
+            continue
+        diffs = [e - theirs[s] for s, e in zip(r["seeds"], r["errors"]) if s in theirs]
+        mean, std = mean_std(diffs)
+        out.append({**r, "base": b["method"] + (f" ({b['options']})" if b["options"] else ""), "mean_diff": mean,
+                    "std_diff": std, "diffs": diffs, "paired_seeds": seeds})
+    return out
 
 
 def diverged_runs(runs: list[dict]) -> list[dict]:
