@@ -156,12 +156,13 @@ def combine_folds(runs: list[dict]) -> dict:
             "train_seconds": sum(r.get("train_seconds") or 0 for r in runs)}
 
 
-def _without_fold(config: dict) -> dict:
-    """``config`` without ``data_kwargs.fold`` (a copy where there is one)."""
+def _trial_config(run: dict) -> dict:
+    """A run's config without what varies between the runs of one row: the seed and ``data_kwargs.fold``."""
+    config = {k: v for k, v in (run.get("config") or {}).items() if k != "seed"}
     data = config.get("data_kwargs") or {}
-    if "fold" not in data:
-        return config
-    return {**config, "data_kwargs": {k: v for k, v in data.items() if k != "fold"}}
+    if "fold" in data:
+        config["data_kwargs"] = {k: v for k, v in data.items() if k != "fold"}
+    return config
 
 
 def combine_trials(runs) -> list[dict]:
@@ -170,7 +171,7 @@ def combine_trials(runs) -> list[dict]:
     trial s on fold s), come back as they are."""
     trials: dict[tuple, list[dict]] = {}
     for r in runs:
-        config = _without_fold({k: v for k, v in (r.get("config") or {}).items() if k != "seed"})
+        config = _trial_config(r)
         key = (r.get("protocol"), r.get("dataset"), r.get("model"), r.get("method"), r.get("seed"),
                json.dumps(config, sort_keys=True, default=str))
         trials.setdefault(key, []).append(r)
@@ -194,7 +195,7 @@ def summarize(runs: list[dict], keys=("protocol", "dataset", "model", "method"),
     groups: dict[tuple, list[dict]] = {}
     flat: dict[tuple, dict] = {}  # each group's config (seed and fold left out), flattened to "a.b" keys
     for r in combine_trials(r for r in runs if r.get(metric) is not None and r.get("status", "ok") == "ok"):
-        config = _without_fold({k: v for k, v in (r.get("config") or {}).items() if k != "seed"})
+        config = _trial_config(r)
         group = (tuple(r.get(k) for k in keys), json.dumps(config, sort_keys=True, default=str))
         groups.setdefault(group, []).append(r)
         flat.setdefault(group, _flat(config))
@@ -250,10 +251,10 @@ def paired_differences(rows: list[dict], base: str) -> list[dict]:
         if b is None or r is b:
             continue
         theirs = dict(zip(b["seeds"], b["errors"]))
-        seeds = [s for s in r["seeds"] if s in theirs]
-        if not seeds:
+        pairs = [(s, e - theirs[s]) for s, e in zip(r["seeds"], r["errors"]) if s in theirs]
+        if not pairs:
             continue
-        diffs = [e - theirs[s] for s, e in zip(r["seeds"], r["errors"]) if s in theirs]
+        seeds, diffs = (list(t) for t in zip(*pairs))
         mean, std = mean_std(diffs)
         out.append({**r, "base": b["method"] + (f" ({b['options']})" if b["options"] else ""), "mean_diff": mean,
                     "std_diff": std, "diffs": diffs, "paired_seeds": seeds})
